@@ -1,0 +1,15 @@
+/* atoms.c — builds the atom table at load time. */
+#include "atoms.h"
+
+pyn_atoms_t ATOMS;
+
+void pyn_atoms_init(ErlNifEnv *env)
+{
+#define PYN_ATOM_MAKE(a) ATOMS.a = enif_make_atom(env, #a);
+    PYN_ATOM_LIST(PYN_ATOM_MAKE)
+#undef PYN_ATOM_MAKE
+    /* Atoms whose names are not C identifiers. */
+    ATOMS.py_error = enif_make_atom(env, "$py_error");
+    ATOMS.py_cb = enif_make_atom(env, "$py_cb");
+    ATOMS.py_worker_lost = enif_make_atom(env, "$py_worker_lost");
+}

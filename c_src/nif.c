@@ -1,0 +1,236 @@
+/* nif.c — ERL_NIF_INIT, load/upgrade, and the thin NIFs behind py_nif.erl.
+ * Every NIF here runs on a normal scheduler and returns at once: it copies,
+ * queues, signals or reads counters.  None of them touches Python. */
+#include <stdio.h>
+#include <string.h>
+
+#include "atoms.h"
+#include "py_erlang_mod.h"
+#include "py_runtime.h"
+#include "worker.h"
+
+static int load_common(ErlNifEnv *env)
+{
+    char err[300];
+    pyn_atoms_init(env);
+    if (pyn_resources_init(env) != 0)
+        return 1;
+    if (pyn_pool_boot(err, sizeof err) != 0) {
+        enif_fprintf(stderr, "erlang_python: %s\r\n", err);
+        return 2;
+    }
+    return 0;
+}
+
+static int on_load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
+{
+    (void)priv;
+    (void)info;
+    return load_common(env);
+}
+
+static int on_upgrade(ErlNifEnv *env, void **priv, void **old, ERL_NIF_TERM info)
+{
+    (void)priv;
+    (void)old;
+    (void)info;
+    return load_common(env);
+}
+
+static ERL_NIF_TERM error_tuple(ErlNifEnv *env, const char *msg)
+{
+    ERL_NIF_TERM bin;
+    size_t n = strlen(msg);
+    memcpy(enif_make_new_binary(env, n, &bin), msg, n);
+    return enif_make_tuple2(env, ATOMS.error, bin);
+}
+
+/* submit(Where, Ref, Req, Sync) -> Job | ErrorAtom
+ * Where: shared | {nested, Worker} | {Worker, Gen}. */
+static ERL_NIF_TERM nif_submit(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    const ERL_NIF_TERM *where, *req;
+    int wn, rn;
+    pyn_kind_t kind;
+    pyn_worker_t *target = NULL;
+    int nested = 0;
+    ErlNifUInt64 gen = 0;
+    pyn_job_t *job;
+    ERL_NIF_TERM err, term;
+    (void)argc;
+
+    if (!enif_get_tuple(env, argv[2], &rn, &req) || rn < 1)
+        return enif_make_badarg(env);
+    if (enif_is_identical(req[0], ATOMS.call) && rn == 5)
+        kind = PYN_JOB_CALL;
+    else if (enif_is_identical(req[0], ATOMS.stream) && rn == 5)
+        kind = PYN_JOB_STREAM;
+    else if (enif_is_identical(req[0], ATOMS.eval) && rn == 3)
+        kind = PYN_JOB_EVAL;
+    else if (enif_is_identical(req[0], ATOMS.exec) && rn == 3)
+        kind = PYN_JOB_EXEC;
+    else if (enif_is_identical(req[0], ATOMS.stream_eval) && rn == 3)
+        kind = PYN_JOB_STREAM_EVAL;
+    else
+        return enif_make_badarg(env);
+
+    if (enif_is_identical(argv[0], ATOMS.shared)) {
+        target = NULL;
+    } else if (enif_get_tuple(env, argv[0], &wn, &where) && wn == 2) {
+        if (enif_is_identical(where[0], ATOMS.nested)) {
+            nested = 1;
+            if (!enif_get_resource(env, where[1], pyn_worker_type, (void **)&target))
+                return enif_make_badarg(env);
+        } else if (!enif_get_resource(env, where[0], pyn_worker_type, (void **)&target) ||
+                   !enif_get_uint64(env, where[1], &gen)) {
+            return enif_make_badarg(env);
+        }
+    } else {
+        return enif_make_badarg(env);
+    }
+
+    if (!(job = pyn_job_new(kind)))
+        return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+    job->ref = enif_make_copy(job->env, argv[1]);
+    job->req = enif_make_copy(job->env, argv[2]);
+    job->sync = enif_is_identical(argv[3], ATOMS.true);
+    if (pyn_submit(env, job, target, nested, gen, &err) != 0) {
+        enif_release_resource(job);
+        return err;
+    }
+    term = enif_make_resource(env, job);
+    enif_release_resource(job);
+    return term;
+}
+
+static ERL_NIF_TERM nif_cancel(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    pyn_job_t *job;
+    (void)argc;
+    if (!enif_get_resource(env, argv[0], pyn_job_type, (void **)&job))
+        return enif_make_badarg(env);
+    return pyn_cancel(env, job);
+}
+
+/* pool_attach(PoolPid, RunnerPid, GraceMs) */
+static ERL_NIF_TERM nif_pool_attach(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    ErlNifPid pool, runner;
+    int grace;
+    (void)argc;
+    if (!enif_get_local_pid(env, argv[0], &pool) || !enif_get_local_pid(env, argv[1], &runner) ||
+        !enif_get_int(env, argv[2], &grace) || grace < 0)
+        return enif_make_badarg(env);
+    pyn_pool_attach(env, &pool, &runner, grace);
+    return ATOMS.ok;
+}
+
+static ERL_NIF_TERM nif_pool_shutdown(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    (void)argv;
+    pyn_pool_shutdown(env);
+    return ATOMS.ok;
+}
+
+static ERL_NIF_TERM nif_worker_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    int id;
+    char err[128];
+    pyn_worker_t *w;
+    ERL_NIF_TERM t;
+    (void)argc;
+    if (!enif_get_int(env, argv[0], &id))
+        return enif_make_badarg(env);
+    if (!(w = pyn_worker_start(id, err, sizeof err)))
+        return error_tuple(env, err);
+    t = enif_make_resource(env, w);
+    enif_release_resource(w);
+    return enif_make_tuple2(env, ATOMS.ok, t);
+}
+
+static ERL_NIF_TERM nif_worker_retire(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    pyn_worker_t *w;
+    (void)argc;
+    if (!enif_get_resource(env, argv[0], pyn_worker_type, (void **)&w))
+        return enif_make_badarg(env);
+    pyn_worker_retire(env, w, ATOMS.worker_crashed);
+    return ATOMS.ok;
+}
+
+/* worker_bind(Worker, Bool) -> Gen | error */
+static ERL_NIF_TERM nif_worker_bind(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    pyn_worker_t *w;
+    uint64_t gen;
+    (void)argc;
+    if (!enif_get_resource(env, argv[0], pyn_worker_type, (void **)&w) || !enif_is_atom(env, argv[1]))
+        return enif_make_badarg(env);
+    gen = pyn_worker_bind(w, enif_is_identical(argv[1], ATOMS.true));
+    return gen ? enif_make_uint64(env, gen) : ATOMS.error;
+}
+
+static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    int workers, bound, pending;
+    ERL_NIF_TERM keys[4], vals[4], map;
+    (void)argc;
+    (void)argv;
+    pyn_stats(&workers, &bound, &pending);
+    keys[0] = ATOMS.num_workers;
+    vals[0] = enif_make_int(env, workers);
+    keys[1] = ATOMS.available_workers;
+    vals[1] = enif_make_int(env, workers - bound);
+    keys[2] = ATOMS.checked_out;
+    vals[2] = enif_make_int(env, bound);
+    keys[3] = ATOMS.pending_requests;
+    vals[3] = enif_make_int(env, pending);
+    enif_make_map_from_arrays(env, keys, vals, 4, &map);
+    return map;
+}
+
+/* cb_reply({WorkerOrWaiter, Id}, Reply) -> ok | stale */
+static ERL_NIF_TERM nif_cb_reply(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    const ERL_NIF_TERM *to;
+    int n;
+    ErlNifUInt64 id;
+    void *obj;
+    (void)argc;
+    if (!enif_get_tuple(env, argv[0], &n, &to) || n != 2 || !enif_get_uint64(env, to[1], &id))
+        return enif_make_badarg(env);
+    if (enif_get_resource(env, to[0], pyn_worker_type, &obj))
+        return pyn_callback_deliver(obj, id, argv[1]) == 0 ? ATOMS.ok : enif_make_atom(env, "stale");
+    if (enif_get_resource(env, to[0], pyn_waiter_type, &obj)) {
+        pym_waiter_deliver(obj, argv[1]);
+        return ATOMS.ok;
+    }
+    return enif_make_badarg(env);
+}
+
+static ERL_NIF_TERM nif_version(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    const char *v = pyr_version();
+    ERL_NIF_TERM bin;
+    size_t n = strlen(v);
+    (void)argc;
+    (void)argv;
+    memcpy(enif_make_new_binary(env, n, &bin), v, n);
+    return bin;
+}
+
+static ErlNifFunc funcs[] = {
+    {"submit", 4, nif_submit, 0},
+    {"cancel", 1, nif_cancel, 0},
+    {"pool_attach", 3, nif_pool_attach, 0},
+    {"pool_shutdown", 0, nif_pool_shutdown, 0},
+    {"worker_start", 1, nif_worker_start, 0},
+    {"worker_retire", 1, nif_worker_retire, 0},
+    {"worker_bind", 2, nif_worker_bind, 0},
+    {"stats", 0, nif_stats, 0},
+    {"cb_reply", 2, nif_cb_reply, 0},
+    {"version", 0, nif_version, 0},
+};
+
+ERL_NIF_INIT(py_nif, funcs, on_load, NULL, on_upgrade, NULL)

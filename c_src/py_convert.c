@@ -1,0 +1,558 @@
+/* py_convert.c — term <-> PyObject, both directions, in one pass each.
+ * GIL held throughout.  Ownership: every PyObject* returned is a new
+ * reference; borrowed references taken from containers are INCREF'd while
+ * converted, since converting may run Python code (str(), tolist()) that
+ * mutates the container. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "atoms.h"
+#include "py_convert.h"
+#include "py_erlang_mod.h"
+
+#define PYC_SMALL 64 /* containers up to this size use the C stack */
+
+/* ---- Erlang -> Python -------------------------------------------------- */
+
+static PyObject *to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth);
+
+static PyObject *too_deep(void)
+{
+    PyErr_Format(PyExc_ValueError, "term nested deeper than %d levels", PYC_MAX_DEPTH);
+    return NULL;
+}
+
+/* Atom text.  OTP 25 reads atoms as Latin-1 only; atoms with other
+ * characters are read from their external format (UTF-8). */
+static PyObject *atom_to_str(ErlNifEnv *env, ERL_NIF_TERM t)
+{
+    char buf[256 * 4 + 1];
+    ErlNifBinary bin;
+    PyObject *s = NULL;
+    int n = enif_get_atom(env, t, buf, sizeof buf, ERL_NIF_LATIN1);
+
+    if (n > 0)
+        return PyUnicode_DecodeLatin1(buf, n - 1, NULL);
+    if (!enif_term_to_binary(env, t, &bin))
+        return PyErr_NoMemory();
+    if (bin.size >= 3 && bin.data[1] == 119) /* SMALL_ATOM_UTF8_EXT */
+        s = PyUnicode_DecodeUTF8((char *)bin.data + 3, bin.data[2], "replace");
+    else if (bin.size >= 4 && bin.data[1] == 118) /* ATOM_UTF8_EXT */
+        s = PyUnicode_DecodeUTF8((char *)bin.data + 4, (bin.data[2] << 8) | bin.data[3],
+                                 "replace");
+    else
+        PyErr_SetString(PyExc_TypeError, "unreadable atom");
+    enif_release_binary(&bin);
+    return s;
+}
+
+/* Integers beyond 64 bits, through the external term format. */
+static PyObject *bignum_to_py(ErlNifEnv *env, ERL_NIF_TERM t)
+{
+    ErlNifBinary bin;
+    PyObject *v = NULL, *neg;
+    const unsigned char *d;
+    size_t n;
+    int sign;
+
+    if (!enif_term_to_binary(env, t, &bin))
+        return PyErr_NoMemory();
+    d = bin.data;
+    if (bin.size >= 4 && d[1] == 110) { /* SMALL_BIG_EXT */
+        n = d[2];
+        sign = d[3];
+        d += 4;
+    } else if (bin.size >= 7 && d[1] == 111) { /* LARGE_BIG_EXT */
+        n = ((size_t)d[2] << 24) | ((size_t)d[3] << 16) | ((size_t)d[4] << 8) | d[5];
+        sign = d[6];
+        d += 7;
+    } else {
+        enif_release_binary(&bin);
+        PyErr_SetString(PyExc_TypeError, "unreadable integer");
+        return NULL;
+    }
+    v = _PyLong_FromByteArray(d, n, 1, 0);
+    enif_release_binary(&bin);
+    if (v && sign) {
+        neg = PyNumber_Negative(v);
+        Py_DECREF(v);
+        v = neg;
+    }
+    return v;
+}
+
+static PyObject *int_to_py(ErlNifEnv *env, ERL_NIF_TERM t)
+{
+    ErlNifSInt64 i;
+    ErlNifUInt64 u;
+    if (enif_get_int64(env, t, &i))
+        return PyLong_FromLongLong(i);
+    if (enif_get_uint64(env, t, &u))
+        return PyLong_FromUnsignedLongLong(u);
+    return bignum_to_py(env, t);
+}
+
+static PyObject *binary_to_py(ErlNifEnv *env, ERL_NIF_TERM t, int force_bytes)
+{
+    ErlNifBinary bin;
+    PyObject *s;
+
+    if (!enif_inspect_binary(env, t, &bin)) {
+        PyErr_SetString(PyExc_TypeError, "cannot convert a bitstring to Python");
+        return NULL;
+    }
+    if (!force_bytes) {
+        s = PyUnicode_DecodeUTF8((const char *)bin.data, (Py_ssize_t)bin.size, NULL);
+        if (s || !PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+            return s;
+        PyErr_Clear();
+    }
+    return PyBytes_FromStringAndSize((const char *)bin.data, (Py_ssize_t)bin.size);
+}
+
+static PyObject *list_to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth)
+{
+    unsigned len;
+    ERL_NIF_TERM head;
+    PyObject *list, *item;
+
+    if (!enif_get_list_length(env, t, &len)) {
+        PyErr_SetString(PyExc_TypeError, "cannot convert an improper list to Python");
+        return NULL;
+    }
+    if (!(list = PyList_New(len)))
+        return NULL;
+    for (unsigned i = 0; i < len; i++) {
+        enif_get_list_cell(env, t, &head, &t);
+        if (!(item = to_py(env, head, depth + 1))) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
+static PyObject *tuple_to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth)
+{
+    int arity;
+    const ERL_NIF_TERM *elems;
+    PyObject *tuple, *item;
+
+    enif_get_tuple(env, t, &arity, &elems);
+    if (arity == 2 && enif_is_identical(elems[0], ATOMS.bytes) && enif_is_binary(env, elems[1]))
+        return binary_to_py(env, elems[1], 1);
+    if (!(tuple = PyTuple_New(arity)))
+        return NULL;
+    for (int i = 0; i < arity; i++) {
+        if (!(item = to_py(env, elems[i], depth + 1))) {
+            Py_DECREF(tuple);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(tuple, i, item);
+    }
+    return tuple;
+}
+
+static PyObject *map_to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth)
+{
+    ErlNifMapIterator it;
+    ERL_NIF_TERM k, v;
+    PyObject *dict, *pk = NULL, *pv = NULL;
+
+    if (!(dict = PyDict_New()))
+        return NULL;
+    if (!enif_map_iterator_create(env, t, &it, ERL_NIF_MAP_ITERATOR_FIRST)) {
+        Py_DECREF(dict);
+        return PyErr_NoMemory();
+    }
+    while (enif_map_iterator_get_pair(env, &it, &k, &v)) {
+        if (!(pk = to_py(env, k, depth + 1)) || !(pv = to_py(env, v, depth + 1)) ||
+            PyDict_SetItem(dict, pk, pv) < 0)
+            goto fail;
+        Py_CLEAR(pk);
+        Py_CLEAR(pv);
+        enif_map_iterator_next(env, &it);
+    }
+    enif_map_iterator_destroy(env, &it);
+    return dict;
+fail:
+    Py_XDECREF(pk);
+    Py_XDECREF(pv);
+    enif_map_iterator_destroy(env, &it);
+    Py_DECREF(dict);
+    return NULL;
+}
+
+static PyObject *to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth)
+{
+    double d;
+    ErlNifPid pid;
+
+    if (depth > PYC_MAX_DEPTH)
+        return too_deep();
+    switch (enif_term_type(env, t)) {
+    case ERL_NIF_TERM_TYPE_ATOM:
+        if (enif_is_identical(t, ATOMS.true))
+            Py_RETURN_TRUE;
+        if (enif_is_identical(t, ATOMS.false))
+            Py_RETURN_FALSE;
+        if (enif_is_identical(t, ATOMS.none) || enif_is_identical(t, ATOMS.nil) ||
+            enif_is_identical(t, ATOMS.undefined))
+            Py_RETURN_NONE;
+        return atom_to_str(env, t);
+    case ERL_NIF_TERM_TYPE_BITSTRING:
+        return binary_to_py(env, t, 0);
+    case ERL_NIF_TERM_TYPE_FLOAT:
+        enif_get_double(env, t, &d);
+        return PyFloat_FromDouble(d);
+    case ERL_NIF_TERM_TYPE_INTEGER:
+        return int_to_py(env, t);
+    case ERL_NIF_TERM_TYPE_LIST:
+        return list_to_py(env, t, depth);
+    case ERL_NIF_TERM_TYPE_MAP:
+        return map_to_py(env, t, depth);
+    case ERL_NIF_TERM_TYPE_TUPLE:
+        return tuple_to_py(env, t, depth);
+    case ERL_NIF_TERM_TYPE_PID:
+        if (enif_get_local_pid(env, t, &pid))
+            return pym_pid_new(&pid);
+        PyErr_SetString(PyExc_TypeError, "cannot convert a remote pid to Python");
+        return NULL;
+    case ERL_NIF_TERM_TYPE_FUN:
+        PyErr_SetString(PyExc_TypeError, "cannot convert a fun to Python");
+        return NULL;
+    case ERL_NIF_TERM_TYPE_PORT:
+        PyErr_SetString(PyExc_TypeError, "cannot convert a port to Python");
+        return NULL;
+    case ERL_NIF_TERM_TYPE_REFERENCE:
+        PyErr_SetString(PyExc_TypeError, "cannot convert a reference to Python");
+        return NULL;
+    default:
+        PyErr_SetString(PyExc_TypeError, "cannot convert this term to Python");
+        return NULL;
+    }
+}
+
+PyObject *pyc_to_py(ErlNifEnv *env, ERL_NIF_TERM t)
+{
+    return to_py(env, t, 0);
+}
+
+PyObject *pyc_name(ErlNifEnv *env, ERL_NIF_TERM t)
+{
+    PyObject *s;
+    ErlNifBinary bin;
+
+    if (enif_is_atom(env, t))
+        s = atom_to_str(env, t);
+    else if (enif_inspect_binary(env, t, &bin))
+        s = PyUnicode_DecodeUTF8((const char *)bin.data, (Py_ssize_t)bin.size, NULL);
+    else {
+        PyErr_SetString(PyExc_TypeError, "a name must be an atom or a binary");
+        return NULL;
+    }
+    if (!s)
+        return NULL;
+    if (PyUnicode_GET_LENGTH(s) == 0 || PyUnicode_FindChar(s, 0, 0, PyUnicode_GET_LENGTH(s), 1) >= 0) {
+        PyErr_SetString(PyExc_ValueError, "a name must be non-empty and hold no NUL character");
+        Py_DECREF(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* ---- Python -> Erlang -------------------------------------------------- */
+
+static int to_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int depth);
+
+static int make_binary(ErlNifEnv *env, const char *data, Py_ssize_t len, ERL_NIF_TERM *out)
+{
+    unsigned char *p = enif_make_new_binary(env, (size_t)len, out);
+    if (!p) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (len)
+        memcpy(p, data, (size_t)len);
+    return 0;
+}
+
+int pyc_str_term(ErlNifEnv *env, PyObject *s, ERL_NIF_TERM *out)
+{
+    Py_ssize_t len;
+    const char *data = PyUnicode_AsUTF8AndSize(s, &len);
+    PyObject *b;
+    int rc;
+
+    if (data)
+        return make_binary(env, data, len, out);
+    if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+        return -1;
+    PyErr_Clear(); /* lone surrogates: pass them through */
+    if (!(b = PyUnicode_AsEncodedString(s, "utf-8", "surrogatepass")))
+        return -1;
+    rc = make_binary(env, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), out);
+    Py_DECREF(b);
+    return rc;
+}
+
+static int bigint_term(ErlNifEnv *env, PyObject *o, int negative, ERL_NIF_TERM *out)
+{
+    PyObject *a = negative ? PyNumber_Absolute(o) : (Py_INCREF(o), o);
+    unsigned char *buf = NULL;
+    size_t nbits, nbytes;
+    int rc = -1;
+
+    if (!a)
+        return -1;
+    nbits = _PyLong_NumBits(a);
+    if (nbits == (size_t)-1 && PyErr_Occurred())
+        goto done;
+    nbytes = (nbits + 7) / 8;
+    if (nbytes > 0xFFFFFFFFu) {
+        PyErr_SetString(PyExc_OverflowError, "integer too large for Erlang");
+        goto done;
+    }
+    if (!(buf = malloc(7 + nbytes))) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    buf[0] = 131; /* external format version */
+    buf[1] = 111; /* LARGE_BIG_EXT */
+    buf[2] = (unsigned char)(nbytes >> 24);
+    buf[3] = (unsigned char)(nbytes >> 16);
+    buf[4] = (unsigned char)(nbytes >> 8);
+    buf[5] = (unsigned char)nbytes;
+    buf[6] = negative ? 1 : 0;
+    if (_PyLong_AsByteArray((PyLongObject *)a, buf + 7, nbytes, 1, 0) < 0)
+        goto done;
+    if (!enif_binary_to_term(env, buf, 7 + nbytes, out, 0)) {
+        PyErr_SetString(PyExc_OverflowError, "integer too large for Erlang");
+        goto done;
+    }
+    rc = 0;
+done:
+    free(buf);
+    Py_DECREF(a);
+    return rc;
+}
+
+static int int_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out)
+{
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+
+    if (overflow)
+        return bigint_term(env, o, overflow < 0, out);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    *out = enif_make_int64(env, v);
+    return 0;
+}
+
+static int float_term(ErlNifEnv *env, double d, ERL_NIF_TERM *out)
+{
+    if (isnan(d))
+        *out = ATOMS.nan;
+    else if (isinf(d))
+        *out = d > 0 ? ATOMS.infinity : ATOMS.neg_infinity;
+    else
+        *out = enif_make_double(env, d);
+    return 0;
+}
+
+/* Converts n borrowed items (INCREF'd while converted) into terms[]. */
+static int items_to_terms(ErlNifEnv *env, PyObject *seq, Py_ssize_t n, ERL_NIF_TERM *terms,
+                          int depth)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item;
+        int rc;
+        if (PyList_Check(seq)) {
+            if (i >= PyList_GET_SIZE(seq)) { /* shrunk under us */
+                PyErr_SetString(PyExc_RuntimeError, "list changed size during conversion");
+                return -1;
+            }
+            item = PyList_GET_ITEM(seq, i);
+        } else {
+            item = PyTuple_GET_ITEM(seq, i);
+        }
+        Py_INCREF(item);
+        rc = to_term(env, item, &terms[i], depth + 1);
+        Py_DECREF(item);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int seq_term(ErlNifEnv *env, PyObject *o, int is_list, ERL_NIF_TERM *out, int depth)
+{
+    Py_ssize_t n = is_list ? PyList_GET_SIZE(o) : PyTuple_GET_SIZE(o);
+    ERL_NIF_TERM small[PYC_SMALL], *terms = small;
+    int rc = -1;
+
+    if (n > PYC_SMALL && !(terms = malloc(sizeof *terms * (size_t)n))) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (items_to_terms(env, o, n, terms, depth) == 0) {
+        *out = is_list ? enif_make_list_from_array(env, terms, (unsigned)n)
+                       : enif_make_tuple_from_array(env, terms, (unsigned)n);
+        rc = 0;
+    }
+    if (terms != small)
+        free(terms);
+    return rc;
+}
+
+static int dict_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int depth)
+{
+    Py_ssize_t n = PyDict_Size(o), pos = 0, i = 0;
+    ERL_NIF_TERM small[2 * PYC_SMALL], *keys = small, *vals;
+    PyObject *k, *v;
+    int rc = -1;
+
+    if (n > PYC_SMALL && !(keys = malloc(sizeof *keys * 2 * (size_t)n))) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    vals = keys + n;
+    while (i < n && PyDict_Next(o, &pos, &k, &v)) {
+        int ok;
+        Py_INCREF(k);
+        Py_INCREF(v);
+        ok = to_term(env, k, &keys[i], depth + 1) == 0 && to_term(env, v, &vals[i], depth + 1) == 0;
+        Py_DECREF(k);
+        Py_DECREF(v);
+        if (!ok)
+            goto done;
+        i++;
+    }
+    if (i != n || PyDict_Size(o) != n) {
+        PyErr_SetString(PyExc_RuntimeError, "dict changed size during conversion");
+        goto done;
+    }
+    if (!enif_make_map_from_arrays(env, keys, vals, (size_t)n, out)) {
+        /* Keys that differ in Python but not in Erlang ('a' and b'a'):
+         * the later one wins, as in a dict update. */
+        *out = enif_make_new_map(env);
+        for (i = 0; i < n; i++)
+            enif_make_map_put(env, *out, keys[i], vals[i], out);
+    }
+    rc = 0;
+done:
+    if (keys != small)
+        free(keys);
+    return rc;
+}
+
+static int iter_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int depth)
+{
+    PyObject *it = PyObject_GetIter(o), *item;
+    ERL_NIF_TERM list = enif_make_list(env, 0), t;
+
+    if (!it)
+        return -1;
+    /* Built reversed, then reversed once: one pass, no size needed. */
+    while ((item = PyIter_Next(it))) {
+        int rc = to_term(env, item, &t, depth + 1);
+        Py_DECREF(item);
+        if (rc < 0) {
+            Py_DECREF(it);
+            return -1;
+        }
+        list = enif_make_list_cell(env, t, list);
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return -1;
+    enif_make_reverse_list(env, list, out);
+    return 0;
+}
+
+/* Objects outside the type table: integers-like (__index__), objects with
+ * tolist() (numpy arrays and scalars), else str(obj). */
+static int fallback_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int depth)
+{
+    PyObject *r;
+    int rc;
+
+    if (PyIndex_Check(o)) {
+        if (!(r = PyNumber_Index(o)))
+            return -1;
+        rc = int_term(env, r, out);
+        Py_DECREF(r);
+        return rc;
+    }
+    if (PyObject_HasAttrString(o, "tolist")) {
+        if (!(r = PyObject_CallMethod(o, "tolist", NULL)))
+            return -1;
+        rc = to_term(env, r, out, depth + 1);
+        Py_DECREF(r);
+        return rc;
+    }
+    if (!(r = PyObject_Str(o)))
+        return -1;
+    rc = pyc_str_term(env, r, out);
+    Py_DECREF(r);
+    return rc;
+}
+
+static int to_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int depth)
+{
+    ErlNifPid pid;
+
+    if (depth > PYC_MAX_DEPTH) {
+        too_deep();
+        return -1;
+    }
+    if (o == Py_None) {
+        *out = ATOMS.none;
+        return 0;
+    }
+    if (o == Py_True) {
+        *out = ATOMS.true;
+        return 0;
+    }
+    if (o == Py_False) {
+        *out = ATOMS.false;
+        return 0;
+    }
+    if (PyLong_Check(o))
+        return int_term(env, o, out);
+    if (PyFloat_Check(o))
+        return float_term(env, PyFloat_AS_DOUBLE(o), out);
+    if (PyUnicode_Check(o))
+        return pyc_str_term(env, o, out);
+    if (PyBytes_Check(o))
+        return make_binary(env, PyBytes_AS_STRING(o), PyBytes_GET_SIZE(o), out);
+    if (PyByteArray_Check(o))
+        return make_binary(env, PyByteArray_AS_STRING(o), PyByteArray_GET_SIZE(o), out);
+    if (PyList_Check(o))
+        return seq_term(env, o, 1, out, depth);
+    if (PyTuple_Check(o))
+        return seq_term(env, o, 0, out, depth);
+    if (PyDict_Check(o))
+        return dict_term(env, o, out, depth);
+    if (PyAnySet_Check(o))
+        return iter_term(env, o, out, depth);
+    if (pym_pid_get(o, &pid)) {
+        *out = enif_make_pid(env, &pid);
+        return 0;
+    }
+    return fallback_term(env, o, out, depth);
+}
+
+int pyc_to_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out)
+{
+    return to_term(env, o, out, 0);
+}
+
+/* Drains an iterable into a list (stream results). */
+int pyc_iter_to_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out)
+{
+    return iter_term(env, o, out, 0);
+}

@@ -1,0 +1,26 @@
+/* py_convert.h — Erlang term <-> Python object conversion.
+ * GIL held for every function.  Depth-limited: nesting deeper than
+ * PYC_MAX_DEPTH raises ValueError instead of overflowing the C stack. */
+#ifndef PYN_PY_CONVERT_H
+#define PYN_PY_CONVERT_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <erl_nif.h>
+
+#define PYC_MAX_DEPTH 10000
+
+/* New reference, or NULL with a Python exception set (TypeError for terms
+ * with no Python counterpart: funs, ports, refs, improper lists). */
+PyObject *pyc_to_py(ErlNifEnv *env, ERL_NIF_TERM t);
+/* 0 with *out built in env, or -1 with a Python exception set. */
+int pyc_to_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out);
+/* A name (atom or binary) as a new str reference; NULL with TypeError or
+ * ValueError (empty, NUL byte, not UTF-8) set. */
+PyObject *pyc_name(ErlNifEnv *env, ERL_NIF_TERM t);
+/* Drains any iterable into a list term (stream results). */
+int pyc_iter_to_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out);
+/* A UTF-8 binary term of a str (surrogates passed through). */
+int pyc_str_term(ErlNifEnv *env, PyObject *s, ERL_NIF_TERM *out);
+
+#endif

@@ -1,0 +1,463 @@
+/* py_exec.c — what a job does in Python.  Worker thread, GIL held.
+ * Each worker owns one namespace (a globals dict used as globals and locals,
+ * so functions defined by exec see their neighbours) and a module cache.
+ * Compiled code is cached across workers (code objects are immutable). */
+#include <string.h>
+
+#include "atoms.h"
+#include "py_convert.h"
+#include "py_exec.h"
+
+#define PYX_CODE_CACHE_MAX 1024
+#define PYX_DYN_ATOMS_MAX 1000 /* atoms made for non-builtin exception names */
+
+typedef struct {
+    PyObject *globals; /* the namespace: '__main__' of this worker */
+    PyObject *modules; /* name -> module, filled after a completed import */
+} pyx_state_t;
+
+static PyObject *code_cache;   /* bytes (mode byte + source) -> code */
+static PyObject *format_exc;   /* traceback.format_exception */
+static int dyn_atoms;          /* GIL-protected */
+
+/* ---- namespace ----------------------------------------------------------- */
+
+static PyObject *new_namespace(void)
+{
+    PyObject *g = PyDict_New(), *name = NULL;
+    if (!g)
+        return NULL;
+    if (PyDict_SetItemString(g, "__builtins__", PyEval_GetBuiltins()) < 0 ||
+        !(name = PyUnicode_FromString("__main__")) ||
+        PyDict_SetItemString(g, "__name__", name) < 0) {
+        Py_XDECREF(name);
+        Py_DECREF(g);
+        return NULL;
+    }
+    Py_DECREF(name);
+    return g;
+}
+
+int pyx_worker_init(pyn_worker_t *w)
+{
+    pyx_state_t *st = PyMem_RawCalloc(1, sizeof *st);
+    if (!st)
+        return -1;
+    if (!code_cache && !(code_cache = PyDict_New()))
+        goto fail;
+    if (!(st->globals = new_namespace()) || !(st->modules = PyDict_New()))
+        goto fail;
+    w->py = st;
+    return 0;
+fail:
+    PyErr_Clear();
+    Py_XDECREF(st->globals);
+    Py_XDECREF(st->modules);
+    PyMem_RawFree(st);
+    return -1;
+}
+
+void pyx_worker_fini(pyn_worker_t *w)
+{
+    pyx_state_t *st = w->py;
+    if (!st)
+        return;
+    Py_CLEAR(st->globals);
+    Py_CLEAR(st->modules);
+    PyMem_RawFree(st);
+    w->py = NULL;
+    PyErr_Clear();
+}
+
+/* A fresh namespace; the old one is emptied so that what its holder left
+ * (objects, open files, connections) is released now. */
+static void wipe(pyx_state_t *st)
+{
+    PyObject *old = st->globals, *fresh = new_namespace();
+    if (!fresh) {
+        PyErr_Clear();
+        PyDict_Clear(old); /* still wiped, just not replaced */
+        return;
+    }
+    st->globals = fresh;
+    PyDict_Clear(old);
+    Py_DECREF(old);
+    PyErr_Clear();
+}
+
+/* ---- errors -------------------------------------------------------------- */
+
+/* The exception class name as an atom: always for builtin classes, for
+ * others only while fewer than PYX_DYN_ATOMS_MAX have been made (or if the
+ * atom exists already); else a binary. */
+static ERL_NIF_TERM type_term(ErlNifEnv *env, PyObject *type)
+{
+    PyTypeObject *tp = (PyTypeObject *)type;
+    const char *full = tp->tp_name, *dot = strrchr(full, '.');
+    const char *name = dot ? dot + 1 : full;
+    size_t len = strlen(name);
+    int builtin = !(tp->tp_flags & Py_TPFLAGS_HEAPTYPE) && !dot;
+    ERL_NIF_TERM t;
+    unsigned char *p;
+
+    if (len > 0 && len < 256) {
+        if (builtin)
+            return enif_make_atom_len(env, name, len);
+        if (enif_make_existing_atom_len(env, name, len, &t, ERL_NIF_LATIN1))
+            return t;
+        if (dyn_atoms < PYX_DYN_ATOMS_MAX) {
+            dyn_atoms++;
+            return enif_make_atom_len(env, name, len);
+        }
+    }
+    p = enif_make_new_binary(env, len, &t);
+    memcpy(p, name, len);
+    return t;
+}
+
+static ERL_NIF_TERM text_term(ErlNifEnv *env, PyObject *s, const char *fallback)
+{
+    ERL_NIF_TERM t;
+    if (s && PyUnicode_Check(s) && pyc_str_term(env, s, &t) == 0)
+        return t;
+    PyErr_Clear();
+    unsigned char *p = enif_make_new_binary(env, strlen(fallback), &t);
+    memcpy(p, fallback, strlen(fallback));
+    return t;
+}
+
+static PyObject *format_traceback(PyObject *type, PyObject *value, PyObject *tb)
+{
+    PyObject *lines, *sep, *text;
+    if (!format_exc) {
+        PyObject *mod = PyImport_ImportModule("traceback");
+        if (!mod)
+            return NULL;
+        format_exc = PyObject_GetAttrString(mod, "format_exception");
+        Py_DECREF(mod);
+        if (!format_exc)
+            return NULL;
+    }
+    if (!(lines = PyObject_CallFunctionObjArgs(format_exc, type, value ? value : Py_None,
+                                               tb ? tb : Py_None, NULL)))
+        return NULL;
+    sep = PyUnicode_FromString("");
+    text = sep ? PyUnicode_Join(sep, lines) : NULL;
+    Py_XDECREF(sep);
+    Py_DECREF(lines);
+    return text;
+}
+
+/* Turns the pending exception into {'$py_error', {Type, Msg}, Traceback}. */
+static ERL_NIF_TERM error_term(ErlNifEnv *env, pyn_job_t *j)
+{
+    PyObject *type = NULL, *value = NULL, *tb = NULL, *msg = NULL, *text = NULL;
+    ERL_NIF_TERM tterm, mterm, tbterm;
+
+    PyErr_Fetch(&type, &value, &tb);
+    if (!type)
+        return enif_make_tuple3(env, ATOMS.py_error,
+                                enif_make_tuple2(env, ATOMS.error,
+                                                 text_term(env, NULL, "unknown error")),
+                                text_term(env, NULL, ""));
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (j->cancelled) { /* nobody will read it: skip the formatting */
+        tterm = mterm = tbterm = ATOMS.cancelled;
+        goto done;
+    }
+    tterm = type_term(env, type);
+    msg = value ? PyObject_Str(value) : NULL;
+    mterm = text_term(env, msg, "<exception str() failed>");
+    text = format_traceback(type, value, tb);
+    tbterm = text_term(env, text, "");
+done:
+    Py_XDECREF(msg);
+    Py_XDECREF(text);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    PyErr_Clear();
+    return enif_make_tuple3(env, ATOMS.py_error, enif_make_tuple2(env, tterm, mterm), tbterm);
+}
+
+/* ---- call ---------------------------------------------------------------- */
+
+/* getattr over a dotted path ("a.b.c"); steals base. */
+static PyObject *getattr_path(PyObject *base, PyObject *path)
+{
+    PyObject *dot, *parts, *obj = base;
+    Py_ssize_t n;
+
+    if (PyUnicode_FindChar(path, '.', 0, PyUnicode_GET_LENGTH(path), 1) < 0) {
+        PyObject *r = PyObject_GetAttr(base, path);
+        Py_DECREF(base);
+        return r;
+    }
+    dot = PyUnicode_FromString(".");
+    parts = dot ? PyUnicode_Split(path, dot, -1) : NULL;
+    Py_XDECREF(dot);
+    if (!parts) {
+        Py_DECREF(base);
+        return NULL;
+    }
+    n = PyList_GET_SIZE(parts);
+    for (Py_ssize_t i = 0; i < n && obj; i++) {
+        PyObject *next = PyObject_GetAttr(obj, PyList_GET_ITEM(parts, i));
+        Py_DECREF(obj);
+        obj = next;
+    }
+    Py_DECREF(parts);
+    return obj;
+}
+
+static PyObject *import_cached(pyx_state_t *st, PyObject *name)
+{
+    PyObject *mod = PyDict_GetItemWithError(st->modules, name);
+    if (mod) {
+        Py_INCREF(mod);
+        return mod;
+    }
+    if (PyErr_Occurred() || !(mod = PyImport_Import(name)))
+        return NULL;
+    if (PyDict_SetItem(st->modules, name, mod) < 0)
+        PyErr_Clear();
+    return mod;
+}
+
+/* The callable for (Module, Func): '__main__' is this worker's namespace. */
+static PyObject *resolve(pyx_state_t *st, ErlNifEnv *env, ERL_NIF_TERM m, ERL_NIF_TERM f)
+{
+    PyObject *mname = pyc_name(env, m), *fname = NULL, *obj = NULL, *head, *rest;
+    Py_ssize_t dot;
+
+    if (!mname || !(fname = pyc_name(env, f)))
+        goto done;
+    if (PyUnicode_CompareWithASCIIString(mname, "__main__") != 0) {
+        PyObject *mod = import_cached(st, mname);
+        obj = mod ? getattr_path(mod, fname) : NULL;
+        goto done;
+    }
+    /* __main__: first name from the namespace (or builtins), then attributes */
+    dot = PyUnicode_FindChar(fname, '.', 0, PyUnicode_GET_LENGTH(fname), 1);
+    head = dot < 0 ? (Py_INCREF(fname), fname) : PyUnicode_Substring(fname, 0, dot);
+    if (!head)
+        goto done;
+    obj = PyDict_GetItemWithError(st->globals, head);
+    if (!obj && !PyErr_Occurred())
+        obj = PyDict_GetItemWithError(PyEval_GetBuiltins(), head);
+    if (!obj) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_NameError, "name '%U' is not defined", head);
+        Py_DECREF(head);
+        goto done;
+    }
+    Py_INCREF(obj);
+    Py_DECREF(head);
+    if (dot >= 0) {
+        rest = PyUnicode_Substring(fname, dot + 1, PyUnicode_GET_LENGTH(fname));
+        obj = rest ? getattr_path(obj, rest) : (Py_DECREF(obj), NULL);
+        Py_XDECREF(rest);
+    }
+done:
+    Py_XDECREF(mname);
+    Py_XDECREF(fname);
+    return obj;
+}
+
+/* kwargs map -> dict with str keys; NULL result with no error for #{}. */
+static int kwargs_dict(ErlNifEnv *env, ERL_NIF_TERM map, PyObject **out)
+{
+    size_t size = 0;
+    *out = NULL;
+    if (enif_get_map_size(env, map, &size) && size == 0)
+        return 0;
+    if (!(*out = pyc_to_py(env, map)))
+        return -1;
+    return 0;
+}
+
+static PyObject *do_call(pyx_state_t *st, ErlNifEnv *env, const ERL_NIF_TERM *el)
+{
+    PyObject *fn = NULL, *list = NULL, *args = NULL, *kw = NULL, *res = NULL;
+
+    if (!(fn = resolve(st, env, el[1], el[2])))
+        goto done;
+    if (!(list = pyc_to_py(env, el[3])))
+        goto done;
+    if (!PyList_Check(list)) {
+        PyErr_SetString(PyExc_TypeError, "Args must be a list");
+        goto done;
+    }
+    if (!(args = PyList_AsTuple(list)) || kwargs_dict(env, el[4], &kw) < 0)
+        goto done;
+    res = PyObject_Call(fn, args, kw);
+done:
+    Py_XDECREF(fn);
+    Py_XDECREF(list);
+    Py_XDECREF(args);
+    Py_XDECREF(kw);
+    return res;
+}
+
+/* ---- eval / exec --------------------------------------------------------- */
+
+/* Compiled code for source (binary) in mode, from the cache. New ref. */
+static PyObject *compiled(ErlNifEnv *env, ERL_NIF_TERM src, int mode)
+{
+    ErlNifBinary bin;
+    PyObject *key, *code;
+    char *buf;
+
+    if (!enif_inspect_binary(env, src, &bin)) {
+        PyErr_SetString(PyExc_TypeError, "code must be a binary");
+        return NULL;
+    }
+    if (memchr(bin.data, 0, bin.size)) {
+        PyErr_SetString(PyExc_ValueError, "source code string cannot contain null bytes");
+        return NULL;
+    }
+    if (!(key = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)bin.size + 1)))
+        return NULL;
+    buf = PyBytes_AS_STRING(key);
+    buf[0] = mode == Py_eval_input ? 'e' : 'x';
+    memcpy(buf + 1, bin.data, bin.size); /* PyBytes keeps a trailing NUL */
+    code = PyDict_GetItemWithError(code_cache, key);
+    if (code) {
+        Py_INCREF(code);
+    } else if (!PyErr_Occurred()) {
+        code = Py_CompileStringExFlags(buf + 1, "<string>", mode, NULL, -1);
+        if (code) {
+            if (PyDict_GET_SIZE(code_cache) >= PYX_CODE_CACHE_MAX)
+                PyDict_Clear(code_cache);
+            if (PyDict_SetItem(code_cache, key, code) < 0)
+                PyErr_Clear();
+        }
+    }
+    Py_DECREF(key);
+    return code;
+}
+
+/* Runs code with Locals visible as names of the namespace for this one
+ * run: each name is restored afterwards unless the code rebound it. */
+static PyObject *run_with_locals(PyObject *code, PyObject *g, PyObject *locals)
+{
+    PyObject *saved = PyDict_New(), *k, *v, *res = NULL, *missing = Py_None;
+    PyObject *et, *ev, *etb;
+    Py_ssize_t pos = 0;
+
+    if (!saved)
+        return NULL;
+    while (PyDict_Next(locals, &pos, &k, &v)) {
+        PyObject *old;
+        if (!PyUnicode_Check(k)) {
+            PyErr_SetString(PyExc_TypeError, "Locals keys must be atoms or binaries");
+            goto restore;
+        }
+        old = PyDict_GetItemWithError(g, k);
+        if (!old && PyErr_Occurred())
+            goto restore;
+        /* A tuple marks "had a value"; None marks "was absent". */
+        old = old ? PyTuple_Pack(1, old) : (Py_INCREF(missing), missing);
+        if (!old || PyDict_SetItem(saved, k, old) < 0) {
+            Py_XDECREF(old);
+            goto restore;
+        }
+        Py_DECREF(old);
+        if (PyDict_SetItem(g, k, v) < 0)
+            goto restore;
+    }
+    res = PyEval_EvalCode(code, g, g);
+restore:
+    PyErr_Fetch(&et, &ev, &etb);
+    pos = 0;
+    while (PyDict_Next(saved, &pos, &k, &v)) {
+        PyObject *now = PyDict_GetItemWithError(g, k), *given = PyDict_GetItem(locals, k);
+        if (now != given) /* rebound by the code: keep it */
+            continue;
+        if (v == missing) {
+            if (PyDict_DelItem(g, k) < 0)
+                PyErr_Clear();
+        } else if (PyDict_SetItem(g, k, PyTuple_GET_ITEM(v, 0)) < 0) {
+            PyErr_Clear();
+        }
+    }
+    PyErr_Clear();
+    PyErr_Restore(et, ev, etb);
+    Py_DECREF(saved);
+    return res;
+}
+
+static PyObject *do_code(pyx_state_t *st, ErlNifEnv *env, ERL_NIF_TERM src, ERL_NIF_TERM loc,
+                         int mode)
+{
+    PyObject *code = compiled(env, src, mode), *locals = NULL, *res = NULL;
+    size_t n = 0;
+
+    if (!code)
+        return NULL;
+    if (enif_get_map_size(env, loc, &n) && n == 0) {
+        res = PyEval_EvalCode(code, st->globals, st->globals);
+    } else if ((locals = pyc_to_py(env, loc))) {
+        if (PyDict_Check(locals))
+            res = run_with_locals(code, st->globals, locals);
+        else
+            PyErr_SetString(PyExc_TypeError, "Locals must be a map");
+    }
+    Py_XDECREF(locals);
+    Py_DECREF(code);
+    return res;
+}
+
+/* ---- dispatch ------------------------------------------------------------ */
+
+ERL_NIF_TERM pyx_run(pyn_worker_t *w, pyn_job_t *j)
+{
+    pyx_state_t *st = w->py;
+    ErlNifEnv *env = j->env;
+    const ERL_NIF_TERM *el;
+    PyObject *res = NULL;
+    ERL_NIF_TERM out;
+    int arity, rc;
+
+    if (j->kind == PYN_JOB_WIPE) {
+        wipe(st);
+        return ATOMS.ok;
+    }
+    if (!enif_get_tuple(env, j->req, &arity, &el) || arity < 3) {
+        PyErr_SetString(PyExc_TypeError, "malformed request");
+        return error_term(env, j);
+    }
+    switch (j->kind) {
+    case PYN_JOB_CALL:
+    case PYN_JOB_STREAM:
+        res = arity == 5 ? do_call(st, env, el) : NULL;
+        break;
+    case PYN_JOB_EVAL:
+    case PYN_JOB_STREAM_EVAL:
+        res = do_code(st, env, el[1], el[2], Py_eval_input);
+        break;
+    case PYN_JOB_EXEC:
+        res = do_code(st, env, el[1], el[2], Py_file_input);
+        break;
+    default:
+        PyErr_SetString(PyExc_TypeError, "unknown request");
+        break;
+    }
+    if (!res) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "malformed request");
+        return error_term(env, j);
+    }
+    if (j->kind == PYN_JOB_EXEC) {
+        Py_DECREF(res);
+        return ATOMS.ok;
+    }
+    if (j->kind == PYN_JOB_STREAM || j->kind == PYN_JOB_STREAM_EVAL)
+        rc = pyc_iter_to_term(env, res, &out);
+    else
+        rc = pyc_to_term(env, res, &out);
+    Py_DECREF(res);
+    if (rc < 0)
+        return error_term(env, j);
+    return enif_make_tuple2(env, ATOMS.ok, out);
+}

@@ -1,0 +1,925 @@
+/* worker.c — the pool: worker threads and their loop, the shared and
+ * per-worker queues, job lifecycle and cancellation, callback waits and the
+ * watchdog thread that interrupts timed-out Python code.
+ *
+ * Threads: NIFs (scheduler threads) only queue, cancel and signal; workers
+ * run jobs; the watchdog is also Python's main thread.  Python itself is
+ * reached only through py_runtime.h and py_exec.h, with the GIL held.
+ * Lock order: GIL, then pool lock.  The pool lock is held for short,
+ * non-blocking sections only; the GIL is never taken while holding it. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "atoms.h"
+#include "py_exec.h"
+#include "py_runtime.h"
+#include "worker.h"
+
+#define PYN_STACK_BYTES (64u * 1024u * 1024u)
+
+ErlNifResourceType *pyn_job_type;
+ErlNifResourceType *pyn_worker_type;
+ErlNifResourceType *pyn_waiter_type;
+
+__thread pyn_worker_t *pyn_self;
+
+static struct {
+    pthread_mutex_t lock;
+    pyn_queue_t shared;
+    pyn_worker_t *workers[PYN_MAX_WORKERS]; /* in service */
+    int nworkers;
+    pyn_worker_t *all[2 * PYN_MAX_WORKERS]; /* threads still running */
+    int nall;
+    int nfree;   /* in service and unbound: can serve the shared queue */
+    int pending; /* queued requests (control jobs not counted) */
+    int running; /* attached and not shut down */
+    int has_pool;
+    ErlNifPid pool_pid, runner_pid;
+    int grace_ms;
+    /* watchdog */
+    pthread_cond_t wd_cond;
+    int wd_kick;
+    /* boot */
+    int booted, boot_rc;
+    char boot_err[256];
+    pthread_cond_t boot_cond;
+} P = {
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .wd_cond = PTHREAD_COND_INITIALIZER,
+    .boot_cond = PTHREAD_COND_INITIALIZER,
+    .grace_ms = 1000,
+};
+
+int64_t pyn_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- queues (pool lock held) ------------------------------------------ */
+
+static void q_push(pyn_queue_t *q, pyn_job_t *j)
+{
+    j->next = NULL;
+    j->prev = q->tail;
+    if (q->tail)
+        q->tail->next = j;
+    else
+        q->head = j;
+    q->tail = j;
+    j->queue = q;
+}
+
+static void q_remove(pyn_job_t *j)
+{
+    pyn_queue_t *q = j->queue;
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        q->head = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    else
+        q->tail = j->prev;
+    j->prev = j->next = NULL;
+    j->queue = NULL;
+}
+
+static pyn_job_t *q_pop(pyn_queue_t *q)
+{
+    pyn_job_t *j = q->head;
+    if (j)
+        q_remove(j);
+    return j;
+}
+
+/* ---- resources ---------------------------------------------------------- */
+
+static void job_dtor(ErlNifEnv *env, void *obj)
+{
+    pyn_job_t *j = obj;
+    (void)env;
+    if (j->env)
+        enif_free_env(j->env);
+}
+
+/* Sends {Ref, {error, Reason}} for a job whose env nobody else uses, and
+ * frees that env.  Pool lock held. */
+static void reply_error_owned(ErlNifEnv *caller_env, pyn_job_t *j, ERL_NIF_TERM reason)
+{
+    if (j->has_caller && !j->cancelled) {
+        ERL_NIF_TERM msg = enif_make_tuple2(
+            j->env, j->ref, enif_make_tuple2(j->env, ATOMS.error, reason));
+        enif_send(caller_env, &j->caller, j->env, msg);
+    }
+    j->cancelled = 1;
+    enif_free_env(j->env);
+    j->env = NULL;
+}
+
+/* Sends {Ref, {error, Reason}} for a job a worker is running: built in a
+ * fresh env, since the worker owns the job's env.  Pool lock held. */
+static void reply_error_running(ErlNifEnv *caller_env, pyn_job_t *j, ERL_NIF_TERM reason)
+{
+    if (j->has_caller && !j->cancelled) {
+        ErlNifEnv *m = enif_alloc_env();
+        ERL_NIF_TERM msg = enif_make_tuple2(m, enif_make_copy(m, j->ref),
+                                            enif_make_tuple2(m, ATOMS.error, reason));
+        enif_send(caller_env, &j->caller, m, msg);
+        enif_free_env(m);
+    }
+    j->cancelled = 1;
+}
+
+/* Takes a queued job off its queue (lock held); the caller releases the
+ * queue's reference after unlocking. */
+static void drop_queued(pyn_job_t *j)
+{
+    q_remove(j);
+    if (j->has_caller)
+        P.pending--;
+    j->state = PYN_JS_DONE;
+}
+
+static void kick_watchdog(void)
+{
+    P.wd_kick = 1;
+    pthread_cond_signal(&P.wd_cond);
+}
+
+/* Caller gave up or died.  Lock held.  Returns 1 if the job was removed
+ * from a queue (its queue reference must then be released). */
+static int cancel_locked(pyn_job_t *j)
+{
+    switch (j->state) {
+    case PYN_JS_QUEUED:
+        drop_queued(j);
+        j->cancelled = 1;
+        return 1;
+    case PYN_JS_RUNNING:
+        j->cancelled = 1;
+        if (j->worker)
+            pthread_cond_signal(&j->worker->cond);
+        kick_watchdog();
+        return 0;
+    default:
+        j->cancelled = 1;
+        return 0;
+    }
+}
+
+static void job_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon)
+{
+    pyn_job_t *j = obj;
+    int removed;
+    (void)env;
+    (void)pid;
+    (void)mon;
+    pthread_mutex_lock(&P.lock);
+    j->monitored = 0;
+    removed = cancel_locked(j);
+    if (removed && j->env) {
+        enif_free_env(j->env);
+        j->env = NULL;
+    }
+    pthread_mutex_unlock(&P.lock);
+    if (removed)
+        enif_release_resource(j);
+}
+
+static void worker_dtor(ErlNifEnv *env, void *obj)
+{
+    pyn_worker_t *w = obj;
+    (void)env;
+    for (int i = 0; i < PYN_MAX_NEST; i++)
+        if (w->slots[i].env)
+            enif_free_env(w->slots[i].env);
+    pthread_cond_destroy(&w->cond);
+}
+
+static void waiter_dtor(ErlNifEnv *env, void *obj)
+{
+    pyn_waiter_t *wt = obj;
+    (void)env;
+    if (wt->env)
+        enif_free_env(wt->env);
+    pthread_mutex_destroy(&wt->lock);
+    pthread_cond_destroy(&wt->cond);
+}
+
+static void waiter_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon)
+{
+    pyn_waiter_t *wt = obj;
+    (void)env;
+    (void)pid;
+    (void)mon;
+    pthread_mutex_lock(&wt->lock);
+    wt->failed = 1;
+    pthread_cond_signal(&wt->cond);
+    pthread_mutex_unlock(&wt->lock);
+}
+
+int pyn_resources_init(ErlNifEnv *env)
+{
+    ErlNifResourceFlags fl = ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER;
+    ErlNifResourceTypeInit ji = {.dtor = job_dtor, .down = job_down};
+    ErlNifResourceTypeInit wi = {.dtor = worker_dtor};
+    ErlNifResourceTypeInit ti = {.dtor = waiter_dtor, .down = waiter_down};
+
+    pyn_job_type = enif_open_resource_type_x(env, "py_job", &ji, fl, NULL);
+    pyn_worker_type = enif_open_resource_type_x(env, "py_worker", &wi, fl, NULL);
+    pyn_waiter_type = enif_open_resource_type_x(env, "py_waiter", &ti, fl, NULL);
+    return (pyn_job_type && pyn_worker_type && pyn_waiter_type) ? 0 : -1;
+}
+
+/* ---- jobs ---------------------------------------------------------------- */
+
+pyn_job_t *pyn_job_new(pyn_kind_t kind)
+{
+    pyn_job_t *j = enif_alloc_resource(pyn_job_type, sizeof *j);
+    if (!j)
+        return NULL;
+    memset(j, 0, sizeof *j);
+    j->kind = kind;
+    j->state = PYN_JS_NEW;
+    j->env = enif_alloc_env();
+    return j;
+}
+
+/* Wakes one parked worker that may serve the shared queue.  Lock held. */
+static void wake_one_free(void)
+{
+    for (int i = 0; i < P.nworkers; i++) {
+        pyn_worker_t *w = P.workers[i];
+        if (w->idle && !w->bound) {
+            w->idle = 0;
+            pthread_cond_signal(&w->cond);
+            return;
+        }
+    }
+}
+
+int pyn_submit(ErlNifEnv *env, pyn_job_t *job, pyn_worker_t *target, int nested,
+               uint64_t gen, ERL_NIF_TERM *err)
+{
+    enif_self(env, &job->caller);
+    job->has_caller = 1;
+    if (enif_monitor_process(env, job, &job->caller, &job->mon) == 0)
+        job->monitored = 1;
+
+    pthread_mutex_lock(&P.lock);
+    if (!P.running) {
+        *err = ATOMS.not_running;
+        goto refuse;
+    }
+    if (!target) {
+        if (P.nfree == 0) {
+            *err = ATOMS.no_workers_available;
+            goto refuse;
+        }
+        q_push(&P.shared, job);
+        wake_one_free();
+    } else if (nested) {
+        if (target->state != PYN_W_ALIVE) {
+            *err = ATOMS.worker_crashed;
+            goto refuse;
+        }
+        q_push(&target->nested, job);
+        pthread_cond_signal(&target->cond);
+    } else {
+        if (target->state != PYN_W_ALIVE) {
+            *err = ATOMS.worker_crashed;
+            goto refuse;
+        }
+        if (!target->bound || target->gen != gen) {
+            *err = ATOMS.context_not_bound;
+            goto refuse;
+        }
+        q_push(&target->own, job);
+        pthread_cond_signal(&target->cond);
+    }
+    job->state = PYN_JS_QUEUED;
+    P.pending++;
+    enif_keep_resource(job); /* the queue's reference */
+    pthread_mutex_unlock(&P.lock);
+    return 0;
+
+refuse:
+    pthread_mutex_unlock(&P.lock);
+    if (job->monitored) {
+        enif_demonitor_process(env, job, &job->mon);
+        job->monitored = 0;
+    }
+    job->has_caller = 0;
+    return -1;
+}
+
+ERL_NIF_TERM pyn_cancel(ErlNifEnv *env, pyn_job_t *j)
+{
+    ERL_NIF_TERM r;
+    int removed = 0;
+
+    pthread_mutex_lock(&P.lock);
+    if (j->state == PYN_JS_DONE && !j->cancelled) {
+        r = ATOMS.sent; /* the reply is in the caller's mailbox */
+    } else {
+        removed = cancel_locked(j);
+        r = ATOMS.ok;
+        if (removed && j->env) {
+            enif_free_env(j->env);
+            j->env = NULL;
+        }
+    }
+    pthread_mutex_unlock(&P.lock);
+    if (removed) {
+        if (j->monitored) {
+            enif_demonitor_process(env, j, &j->mon);
+            j->monitored = 0;
+        }
+        enif_release_resource(j);
+    }
+    return r;
+}
+
+/* ---- running a job (worker thread, GIL held) -------------------------- */
+
+static void finish_job(pyn_worker_t *w, pyn_job_t *j, ERL_NIF_TERM result)
+{
+    int clear_interrupt;
+
+    pthread_mutex_lock(&P.lock);
+    if (j->has_caller && !j->cancelled) {
+        ERL_NIF_TERM msg = enif_make_tuple2(j->env, j->ref, result);
+        enif_send(NULL, &j->caller, j->env, msg);
+    }
+    j->state = PYN_JS_DONE;
+    w->current = j->prev; /* back to the job it was nested in */
+    j->prev = NULL;
+    clear_interrupt = j->interrupt_sent;
+    pthread_mutex_unlock(&P.lock);
+
+    if (clear_interrupt)
+        pyr_clear_interrupt(w->py_tid);
+    if (j->monitored) {
+        enif_demonitor_process(NULL, j, &j->mon);
+        j->monitored = 0;
+    }
+    enif_free_env(j->env);
+    j->env = NULL;
+    enif_release_resource(j);
+}
+
+/* Marks j running on w (lock held).  The job's prev link, unused while it
+ * is off the queues, remembers the job it is nested in. */
+static void start_job(pyn_worker_t *w, pyn_job_t *j)
+{
+    j->state = PYN_JS_RUNNING;
+    j->worker = w;
+    j->prev = w->current;
+    w->current = j;
+    if (j->has_caller)
+        P.pending--;
+}
+
+static void run_job(pyn_worker_t *w, pyn_job_t *j)
+{
+    ERL_NIF_TERM result = pyx_run(w, j);
+    finish_job(w, j, result);
+}
+
+/* Next job for w, parking with the GIL released; NULL when retired. */
+static pyn_job_t *next_job(pyn_worker_t *w)
+{
+    pyn_job_t *j = NULL;
+
+    pthread_mutex_lock(&P.lock);
+    for (;;) {
+        if (w->state != PYN_W_ALIVE)
+            break;
+        if ((j = q_pop(&w->nested)) || (j = q_pop(&w->own)) ||
+            (!w->bound && (j = q_pop(&P.shared))))
+            break;
+        w->idle = 1;
+        pthread_cond_wait(&w->cond, &P.lock);
+        w->idle = 0;
+    }
+    if (j)
+        start_job(w, j);
+    pthread_mutex_unlock(&P.lock);
+    return j;
+}
+
+static void unregister_thread(pyn_worker_t *w)
+{
+    pthread_mutex_lock(&P.lock);
+    for (int i = 0; i < P.nall; i++) {
+        if (P.all[i] == w) {
+            P.all[i] = P.all[--P.nall];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&P.lock);
+}
+
+static void *worker_main(void *arg)
+{
+    pyn_worker_t *w = arg;
+    pyn_job_t *j;
+    int ok;
+
+    pyn_self = w;
+    w->tstate = pyr_thread_begin(&w->py_tid);
+    pyr_gil_acquire(w->tstate);
+    ok = pyx_worker_init(w) == 0;
+    pyr_gil_release();
+    if (ok) {
+        while ((j = next_job(w))) {
+            pyr_gil_acquire(w->tstate);
+            run_job(w, j);
+            pyr_gil_release();
+        }
+    }
+    pyr_gil_acquire(w->tstate);
+    pyx_worker_fini(w);
+    pyr_gil_release();
+    pyr_thread_end(w->tstate);
+    w->tstate = NULL;
+    unregister_thread(w);
+    enif_release_resource(w); /* the thread's reference */
+    return NULL;
+}
+
+pyn_worker_t *pyn_worker_start(int id, char *err, size_t errlen)
+{
+    pyn_worker_t *w;
+    pthread_attr_t attr;
+    pthread_condattr_t ca;
+    int rc;
+
+    w = enif_alloc_resource(pyn_worker_type, sizeof *w);
+    if (!w) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    memset(w, 0, sizeof *w);
+    w->id = id;
+    w->state = PYN_W_ALIVE;
+    w->gen = 1;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cond, &ca);
+    pthread_condattr_destroy(&ca);
+
+    pthread_mutex_lock(&P.lock);
+    if (P.nworkers >= PYN_MAX_WORKERS || P.nall >= 2 * PYN_MAX_WORKERS) {
+        pthread_mutex_unlock(&P.lock);
+        snprintf(err, errlen, "too many workers");
+        enif_release_resource(w);
+        return NULL;
+    }
+    /* In service at once: jobs may queue while the thread starts. */
+    P.workers[P.nworkers++] = w;
+    P.all[P.nall++] = w;
+    P.nfree++;
+    enif_keep_resource(w); /* the pool table's reference */
+    enif_keep_resource(w); /* the thread's reference */
+    pthread_mutex_unlock(&P.lock);
+
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, PYN_STACK_BYTES);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    rc = pthread_create(&w->thread, &attr, worker_main, w);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        snprintf(err, errlen, "pthread_create: %s", strerror(rc));
+        pyn_worker_retire(NULL, w, ATOMS.worker_crashed);
+        unregister_thread(w);
+        enif_release_resource(w); /* the thread's */
+        enif_release_resource(w); /* ours */
+        return NULL;
+    }
+    return w;
+}
+
+/* Lock held.  Takes w out of service: answers its queued jobs (moved onto
+ * *dropped, linked by next, for release_dropped after unlocking) and the
+ * jobs it runs.  Returns 1 if the table reference must then be released. */
+static int retire_locked(ErlNifEnv *env, pyn_worker_t *w, ERL_NIF_TERM reason,
+                         pyn_job_t **dropped)
+{
+    pyn_job_t *j;
+
+    if (w->state != PYN_W_ALIVE)
+        return 0;
+    w->state = PYN_W_RETIRED;
+    for (int i = 0; i < P.nworkers; i++) {
+        if (P.workers[i] == w) {
+            P.workers[i] = P.workers[--P.nworkers];
+            break;
+        }
+    }
+    if (!w->bound)
+        P.nfree--;
+    while ((j = q_pop(&w->nested)) || (j = q_pop(&w->own))) {
+        if (j->has_caller)
+            P.pending--;
+        j->state = PYN_JS_DONE;
+        reply_error_owned(env, j, reason);
+        j->next = *dropped;
+        *dropped = j;
+    }
+    for (j = w->current; j; j = j->prev)
+        reply_error_running(env, j, reason);
+    pthread_cond_signal(&w->cond);
+    kick_watchdog();
+    return 1;
+}
+
+/* Demonitors and releases jobs taken off queues.  Pool lock NOT held. */
+static void release_dropped(ErlNifEnv *env, pyn_job_t *list)
+{
+    while (list) {
+        pyn_job_t *j = list;
+        list = j->next;
+        j->next = NULL;
+        if (j->monitored) {
+            enif_demonitor_process(env, j, &j->mon);
+            j->monitored = 0;
+        }
+        enif_release_resource(j);
+    }
+}
+
+void pyn_worker_retire(ErlNifEnv *env, pyn_worker_t *w, ERL_NIF_TERM reason)
+{
+    pyn_job_t *dropped = NULL;
+    int rel;
+
+    pthread_mutex_lock(&P.lock);
+    rel = retire_locked(env, w, reason, &dropped);
+    pthread_mutex_unlock(&P.lock);
+    release_dropped(env, dropped);
+    if (rel)
+        enif_release_resource(w);
+}
+
+uint64_t pyn_worker_bind(pyn_worker_t *w, int bind)
+{
+    pyn_job_t *wipe = pyn_job_new(PYN_JOB_WIPE);
+    uint64_t gen = 0;
+
+    pthread_mutex_lock(&P.lock);
+    if (w->state == PYN_W_ALIVE && wipe && w->bound != bind) {
+        w->bound = bind;
+        w->gen++;
+        P.nfree += bind ? -1 : 1;
+        /* Wiped before the next holder's first job, which queues behind. */
+        wipe->state = PYN_JS_QUEUED;
+        q_push(&w->own, wipe);
+        wipe = NULL;
+        pthread_cond_signal(&w->cond);
+        gen = w->gen;
+    }
+    pthread_mutex_unlock(&P.lock);
+    if (wipe)
+        enif_release_resource(wipe);
+    return gen;
+}
+
+int pyn_worker_control(pyn_worker_t *w, pyn_kind_t kind)
+{
+    pyn_job_t *j = pyn_job_new(kind);
+    int rc = -1;
+
+    if (!j)
+        return -1;
+    pthread_mutex_lock(&P.lock);
+    if (w->state == PYN_W_ALIVE) {
+        j->state = PYN_JS_QUEUED;
+        q_push(&w->own, j);
+        pthread_cond_signal(&w->cond);
+        j = NULL;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&P.lock);
+    if (j)
+        enif_release_resource(j);
+    return rc;
+}
+
+void pyn_stats(int *workers, int *bound, int *pending)
+{
+    pthread_mutex_lock(&P.lock);
+    *workers = P.nworkers;
+    *bound = P.nworkers - P.nfree;
+    *pending = P.pending;
+    pthread_mutex_unlock(&P.lock);
+}
+
+/* ---- pool attach / shutdown ------------------------------------------- */
+
+/* Retires every worker in service and answers the shared queue with
+ * {error, Reason}. */
+static void retire_all(ErlNifEnv *env, ERL_NIF_TERM reason)
+{
+    pyn_job_t *dropped = NULL, *j;
+    pyn_worker_t *rel[PYN_MAX_WORKERS];
+    int nrel = 0;
+
+    pthread_mutex_lock(&P.lock);
+    while (P.nworkers > 0) {
+        pyn_worker_t *w = P.workers[0];
+        if (retire_locked(env, w, reason, &dropped))
+            rel[nrel++] = w;
+    }
+    while ((j = q_pop(&P.shared))) {
+        P.pending--;
+        j->state = PYN_JS_DONE;
+        reply_error_owned(env, j, reason);
+        j->next = dropped;
+        dropped = j;
+    }
+    pthread_mutex_unlock(&P.lock);
+    release_dropped(env, dropped);
+    for (int i = 0; i < nrel; i++)
+        enif_release_resource(rel[i]);
+}
+
+void pyn_pool_attach(ErlNifEnv *env, const ErlNifPid *pool, const ErlNifPid *runner,
+                     int grace_ms)
+{
+    retire_all(env, ATOMS.not_running);
+    pthread_mutex_lock(&P.lock);
+    P.pool_pid = *pool;
+    P.runner_pid = *runner;
+    P.has_pool = 1;
+    P.grace_ms = grace_ms;
+    P.running = 1;
+    pthread_mutex_unlock(&P.lock);
+}
+
+void pyn_pool_shutdown(ErlNifEnv *env)
+{
+    pthread_mutex_lock(&P.lock);
+    P.running = 0;
+    P.has_pool = 0;
+    pthread_mutex_unlock(&P.lock);
+    retire_all(env, ATOMS.not_running);
+}
+
+/* ---- callbacks ---------------------------------------------------------- */
+
+uint64_t pyn_callback_open(pyn_worker_t *w)
+{
+    uint64_t id = 0;
+    pthread_mutex_lock(&P.lock);
+    if (w->depth < PYN_MAX_NEST) {
+        pyn_cbslot_t *s = &w->slots[w->depth++];
+        id = ++w->cb_seq;
+        s->id = id;
+        s->ready = 0;
+        s->env = NULL;
+    }
+    pthread_mutex_unlock(&P.lock);
+    return id;
+}
+
+int pyn_callback_target(pyn_worker_t *w, ErlNifPid *pid, ErlNifEnv *msg_env,
+                        ERL_NIF_TERM *ref)
+{
+    pyn_job_t *j = w->current; /* written by this thread only */
+    if (j && j->sync && j->has_caller) {
+        *pid = j->caller;
+        *ref = enif_make_copy(msg_env, j->ref);
+        return 1;
+    }
+    *ref = ATOMS.undefined;
+    return pyn_runner_pid(pid) ? 0 : -1;
+}
+
+int pyn_callback_send(pyn_worker_t *w, const ErlNifPid *pid, ErlNifEnv *m, ERL_NIF_TERM msg)
+{
+    int rc = -1;
+    pthread_mutex_lock(&P.lock);
+    /* Under the lock, so that once pyn_cancel has returned no message about
+     * the job can reach its caller any more. */
+    if (!w->current->cancelled && w->state == PYN_W_ALIVE) {
+        enif_send(NULL, pid, m, msg);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&P.lock);
+    return rc;
+}
+
+int pyn_runner_pid(ErlNifPid *pid)
+{
+    int ok;
+    pthread_mutex_lock(&P.lock);
+    ok = P.has_pool;
+    if (ok)
+        *pid = P.runner_pid;
+    pthread_mutex_unlock(&P.lock);
+    return ok;
+}
+
+int pyn_callback_wait(pyn_worker_t *w, uint64_t id, ErlNifEnv **env, ERL_NIF_TERM *result)
+{
+    void *ts = pyr_gil_release();
+    pyn_job_t *me = w->current, *j;
+    pyn_cbslot_t *slot = NULL;
+    int rc = -1;
+
+    pthread_mutex_lock(&P.lock);
+    for (int i = w->depth - 1; i >= 0; i--)
+        if (w->slots[i].id == id)
+            slot = &w->slots[i];
+    w->waiting = 1;
+    while (slot) {
+        if (slot->ready) {
+            *env = slot->env;
+            *result = slot->result;
+            slot->env = NULL;
+            rc = 0;
+            break;
+        }
+        if (me->cancelled || w->state != PYN_W_ALIVE)
+            break;
+        if ((j = q_pop(&w->nested))) {
+            start_job(w, j);
+            w->waiting = 0;
+            pthread_mutex_unlock(&P.lock);
+            pyr_gil_acquire(ts);
+            run_job(w, j);
+            ts = pyr_gil_release();
+            pthread_mutex_lock(&P.lock);
+            w->waiting = 1;
+            continue;
+        }
+        pthread_cond_wait(&w->cond, &P.lock);
+    }
+    w->waiting = 0;
+    if (slot) {
+        if (slot->env) /* arrived after we gave up */
+            enif_free_env(slot->env);
+        slot->env = NULL;
+        slot->id = 0;
+    }
+    if (w->depth > 0 && w->slots[w->depth - 1].id == 0)
+        w->depth--;
+    pthread_mutex_unlock(&P.lock);
+    pyr_gil_acquire(ts);
+    return rc;
+}
+
+int pyn_callback_deliver(pyn_worker_t *w, uint64_t id, ERL_NIF_TERM result)
+{
+    ErlNifEnv *env = enif_alloc_env();
+    ERL_NIF_TERM copy = enif_make_copy(env, result);
+    int rc = -1;
+
+    pthread_mutex_lock(&P.lock);
+    for (int i = 0; i < w->depth; i++) {
+        pyn_cbslot_t *s = &w->slots[i];
+        if (s->id == id && !s->ready) {
+            s->env = env;
+            s->result = copy;
+            s->ready = 1;
+            env = NULL;
+            rc = 0;
+            pthread_cond_signal(&w->cond);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&P.lock);
+    if (env)
+        enif_free_env(env);
+    return rc;
+}
+
+/* ---- watchdog ------------------------------------------------------------ */
+
+/* A job is overdue when its caller gave up while it runs Python code. */
+static int overdue(pyn_worker_t *w)
+{
+    return w->current && w->current->cancelled && !w->waiting;
+}
+
+static void *watchdog_main(void *arg)
+{
+    void *ts;
+    int rc;
+    (void)arg;
+
+    rc = pyr_start(P.boot_err, sizeof P.boot_err);
+    pthread_mutex_lock(&P.lock);
+    P.boot_rc = rc;
+    P.booted = 1;
+    pthread_cond_broadcast(&P.boot_cond);
+    pthread_mutex_unlock(&P.lock);
+    if (rc != 0)
+        return NULL;
+    ts = pyr_main_tstate();
+
+    pthread_mutex_lock(&P.lock);
+    for (;;) {
+        int need_gil = 0, outstanding = 0;
+        int64_t now = pyn_now_ms();
+
+        for (int i = 0; i < P.nall; i++) {
+            pyn_worker_t *w = P.all[i];
+            if (!overdue(w))
+                continue;
+            if (!w->current->interrupt_sent) {
+                need_gil = 1;
+            } else if (w->state == PYN_W_ALIVE) {
+                if (now - w->current->interrupt_at >= P.grace_ms) {
+                    /* Stuck where it cannot be interrupted: replace it. */
+                    pyn_job_t *dropped = NULL;
+                    retire_locked(NULL, w, ATOMS.worker_crashed, &dropped);
+                    if (P.has_pool) {
+                        ErlNifEnv *m = enif_alloc_env();
+                        ERL_NIF_TERM msg = enif_make_tuple2(m, ATOMS.py_worker_lost,
+                                                            enif_make_int(m, w->id));
+                        enif_send(NULL, &P.pool_pid, m, msg);
+                        enif_free_env(m);
+                    }
+                    pthread_mutex_unlock(&P.lock);
+                    release_dropped(NULL, dropped);
+                    enif_release_resource(w); /* the table's reference */
+                    pthread_mutex_lock(&P.lock);
+                    need_gil = 0;
+                    outstanding = 1;
+                    break; /* the table changed: rescan */
+                }
+                outstanding = 1;
+            }
+        }
+        if (need_gil) {
+            pthread_mutex_unlock(&P.lock);
+            pyr_gil_acquire(ts);
+            pthread_mutex_lock(&P.lock);
+            now = pyn_now_ms();
+            for (int i = 0; i < P.nall; i++) {
+                pyn_worker_t *w = P.all[i];
+                if (overdue(w) && !w->current->interrupt_sent) {
+                    pyr_interrupt(w->py_tid);
+                    w->current->interrupt_sent = 1;
+                    w->current->interrupt_at = now;
+                }
+            }
+            pthread_mutex_unlock(&P.lock);
+            ts = pyr_gil_release();
+            pthread_mutex_lock(&P.lock);
+            continue;
+        }
+        if (!P.wd_kick) {
+            if (outstanding) {
+                struct timespec until;
+                clock_gettime(CLOCK_REALTIME, &until);
+                until.tv_nsec += 20 * 1000000L;
+                if (until.tv_nsec >= 1000000000L) {
+                    until.tv_sec++;
+                    until.tv_nsec -= 1000000000L;
+                }
+                pthread_cond_timedwait(&P.wd_cond, &P.lock, &until);
+            } else {
+                pthread_cond_wait(&P.wd_cond, &P.lock);
+            }
+        }
+        P.wd_kick = 0;
+    }
+    return NULL;
+}
+
+int pyn_pool_boot(char *err, size_t errlen)
+{
+    static pthread_t wd;
+    static int started;
+    pthread_attr_t attr;
+    int rc;
+
+    pthread_mutex_lock(&P.lock);
+    if (!started) {
+        started = 1;
+        pthread_attr_init(&attr);
+        pthread_attr_setstacksize(&attr, PYN_STACK_BYTES);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        rc = pthread_create(&wd, &attr, watchdog_main, NULL);
+        pthread_attr_destroy(&attr);
+        if (rc != 0) {
+            P.booted = 1;
+            P.boot_rc = -1;
+            snprintf(P.boot_err, sizeof P.boot_err, "pthread_create: %s", strerror(rc));
+        }
+    }
+    while (!P.booted)
+        pthread_cond_wait(&P.boot_cond, &P.lock);
+    rc = P.boot_rc;
+    if (rc != 0)
+        snprintf(err, errlen, "%s", P.boot_err);
+    pthread_mutex_unlock(&P.lock);
+    return rc;
+}

@@ -1,0 +1,167 @@
+/* worker.h — the pool: worker OS threads, job queues, job lifecycle,
+ * cancellation, Python->Erlang callback waits, and the watchdog thread.
+ *
+ * Locking: one pool mutex (pyn_pool.lock) guards every queue, every job's
+ * state and every worker's scheduling fields.  It is a leaf lock: nothing
+ * (in particular not the GIL) is ever acquired while it is held.  Code that
+ * holds the GIL may take the pool mutex; never the reverse order. */
+#ifndef PYN_WORKER_H
+#define PYN_WORKER_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <erl_nif.h>
+
+#define PYN_MAX_WORKERS 256
+#define PYN_MAX_NEST 64
+
+typedef struct pyn_job pyn_job_t;
+typedef struct pyn_worker pyn_worker_t;
+
+typedef struct {
+    pyn_job_t *head, *tail;
+} pyn_queue_t;
+
+typedef enum {
+    PYN_JOB_CALL,
+    PYN_JOB_EVAL,
+    PYN_JOB_EXEC,
+    PYN_JOB_STREAM,
+    PYN_JOB_STREAM_EVAL,
+    PYN_JOB_WIPE /* control: clear the worker's namespace, no reply */
+} pyn_kind_t;
+
+typedef enum { PYN_JS_NEW, PYN_JS_QUEUED, PYN_JS_RUNNING, PYN_JS_DONE } pyn_jstate_t;
+
+/* A request (flags are plain ints, not bit-fields: different threads write
+ * different flags).  Allocated as a resource object: the caller's term holds one
+ * reference, the queue/worker holds another (kept while queued or running). */
+struct pyn_job {
+    pyn_job_t *prev, *next; /* queue links (pool lock) */
+    pyn_queue_t *queue;     /* the queue it is on, or NULL */
+    pyn_kind_t kind;
+    pyn_jstate_t state;
+    int cancelled;      /* nobody wants the reply any more */
+    int interrupt_sent; /* the watchdog raised an async exception */
+    int sync;           /* caller waits inline: callbacks go to it */
+    int monitored;      /* caller monitored (mon valid) */
+    int has_caller;     /* control jobs have no caller */
+    int64_t interrupt_at;        /* ms (monotonic) the interrupt was raised */
+    ErlNifMonitor mon;
+    ErlNifPid caller;
+    ErlNifEnv *env; /* owns ref and req; the reply is built in it */
+    ERL_NIF_TERM ref, req;
+    pyn_worker_t *worker; /* worker running it (pool lock) */
+};
+
+typedef struct {
+    uint64_t id;
+    int ready;
+    ErlNifEnv *env; /* reply, owned by the slot once ready */
+    ERL_NIF_TERM result;
+} pyn_cbslot_t;
+
+typedef enum { PYN_W_ALIVE, PYN_W_RETIRED } pyn_wstate_t;
+
+/* A worker.  Allocated as a resource object; the pool table and the thread
+ * each keep a reference.  tstate/globals/caches belong to the thread alone. */
+struct pyn_worker {
+    int id;
+    pyn_wstate_t state;
+    int bound;    /* serves only its own queues */
+    uint64_t gen; /* bumps at every bind/unbind: stale handles are refused */
+    int idle;     /* parked on cond, waiting for work */
+    pyn_queue_t own;    /* bound/context jobs and control jobs */
+    pyn_queue_t nested; /* jobs made by the Erlang side of its callbacks */
+    pthread_cond_t cond;
+    pthread_t thread;
+    unsigned long py_tid; /* Python's thread id, for async exceptions */
+    void *tstate;         /* PyThreadState*, worker thread only */
+    void *py;             /* per-worker Python state (py_exec.c) */
+    pyn_job_t *current;   /* innermost job being run */
+    int waiting;          /* in a callback wait: not running Python */
+    int depth;            /* callback nesting depth */
+    uint64_t cb_seq;
+    pyn_cbslot_t slots[PYN_MAX_NEST];
+};
+
+/* A Python thread (not a worker) waiting for a callback reply. */
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int ready, failed;
+    ErlNifMonitor mon;
+    ErlNifEnv *env;
+    ERL_NIF_TERM result;
+} pyn_waiter_t;
+
+extern ErlNifResourceType *pyn_job_type;
+extern ErlNifResourceType *pyn_worker_type;
+extern ErlNifResourceType *pyn_waiter_type;
+
+/* Current worker of this OS thread, NULL on other threads. */
+extern __thread pyn_worker_t *pyn_self;
+
+/* Opens the resource types; from load/upgrade. 0 on success. */
+int pyn_resources_init(ErlNifEnv *env);
+/* Creates the pool lock and starts the watchdog thread, which starts the
+ * interpreter.  Idempotent.  0 on success, else fills err. */
+int pyn_pool_boot(char *err, size_t errlen);
+
+/* Registers the pool and callback-runner processes; retires all workers
+ * left by an earlier pool instance.  Scheduler thread. */
+void pyn_pool_attach(ErlNifEnv *env, const ErlNifPid *pool, const ErlNifPid *runner,
+                     int grace_ms);
+/* Retires every worker, answers all queued jobs with {error, not_running}. */
+void pyn_pool_shutdown(ErlNifEnv *env);
+
+/* Starts one worker thread; returns it (one reference for the caller) or
+ * NULL. Scheduler thread; waits for the thread's start-up (short). */
+pyn_worker_t *pyn_worker_start(int id, char *err, size_t errlen);
+/* Takes a worker out of service: its queued jobs and the jobs it is running
+ * are answered with {error, Reason}; its thread exits when it can. */
+void pyn_worker_retire(ErlNifEnv *env, pyn_worker_t *w, ERL_NIF_TERM reason);
+/* Binds/unbinds; returns the new generation, or 0 if the worker is not
+ * alive (or already in the requested state for bind). */
+uint64_t pyn_worker_bind(pyn_worker_t *w, int bind);
+/* Queues a control job on a worker's own queue.  0 ok, -1 dead. */
+int pyn_worker_control(pyn_worker_t *w, pyn_kind_t kind);
+
+/* Makes a job (one reference, returned) owning a fresh env. */
+pyn_job_t *pyn_job_new(pyn_kind_t kind);
+/* Queues a job.  target NULL: shared queue; nested: the target's nested
+ * queue; else the target's own queue, if its generation is gen.  Returns 0,
+ * or an error atom in *err (the job is then not queued). */
+int pyn_submit(ErlNifEnv *env, pyn_job_t *job, pyn_worker_t *target, int nested,
+               uint64_t gen, ERL_NIF_TERM *err);
+/* Caller gave up (timeout).  Returns ATOMS.ok if no reply will ever be sent,
+ * ATOMS.sent if the reply was already sent. */
+ERL_NIF_TERM pyn_cancel(ErlNifEnv *env, pyn_job_t *job);
+
+/* Counters for py_pool:get_stats/0. */
+void pyn_stats(int *workers, int *bound, int *pending);
+
+/* Callbacks.  Called from a worker thread with the GIL held, after the
+ * request was sent: releases the GIL, waits for the reply to slot id
+ * (running nested jobs meanwhile), re-acquires the GIL.  Returns 0 with the
+ * reply (env owned by the caller) or -1 if the job was cancelled or the
+ * worker retired. */
+int pyn_callback_wait(pyn_worker_t *w, uint64_t id, ErlNifEnv **env, ERL_NIF_TERM *result);
+/* Opens a callback slot; returns its id, 0 when nested too deep. */
+uint64_t pyn_callback_open(pyn_worker_t *w);
+/* Delivers a reply (copied) to a worker slot; 0 ok, -1 no such waiter. */
+int pyn_callback_deliver(pyn_worker_t *w, uint64_t id, ERL_NIF_TERM result);
+/* The pid that callbacks of the current job go to: the caller for a
+ * synchronous call, else the callback runner.  Worker thread. */
+int pyn_callback_target(pyn_worker_t *w, ErlNifPid *pid, ErlNifEnv *msg_env,
+                        ERL_NIF_TERM *ref);
+/* Sends a callback request unless the current job was cancelled (then -1;
+ * the slot is closed by pyn_callback_wait, which returns -1 at once). */
+int pyn_callback_send(pyn_worker_t *w, const ErlNifPid *pid, ErlNifEnv *m, ERL_NIF_TERM msg);
+/* The callback runner pid (for non-worker threads). */
+int pyn_runner_pid(ErlNifPid *pid);
+
+/* Monotonic milliseconds. */
+int64_t pyn_now_ms(void);
+
+#endif

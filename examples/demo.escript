@@ -1,0 +1,65 @@
+#!/usr/bin/env escript
+%% The erlang_python demo: starts the application and walks through the core
+%% calls, printing each call and what it returned.  Run with `make demo'.
+%%! -noshell
+
+main(_) ->
+    Root = filename:dirname(filename:dirname(filename:absname(escript:script_name()))),
+    true = code:add_patha(filename:join(Root, "_build/default/lib/erlang_python/ebin")),
+    {ok, _} = application:ensure_all_started(erlang_python),
+    {ok, Version} = py:version(),
+    io:format("erlang_python demo - embedded Python ~s~n~n", [hd(binary:split(Version, <<" ">>))]),
+
+    section("Call a function: py:call(Module, Func, Args)"),
+    show("py:call(math, sqrt, [16])", py:call(math, sqrt, [16])),
+    show("py:call('os.path', join, [<<\"/usr\">>, <<\"lib\">>])",
+         py:call('os.path', join, [<<"/usr">>, <<"lib">>])),
+
+    section("Keyword arguments: py:call(M, F, Args, Kwargs)"),
+    show("py:call(json, dumps, [#{b => 1, a => [1, 2.5, none]}], #{sort_keys => true})",
+         py:call(json, dumps, [#{b => 1, a => [1, 2.5, none]}], #{sort_keys => true})),
+
+    section("Evaluate an expression, with locals"),
+    show("py:eval(<<\"2 ** 100\">>)", py:eval(<<"2 ** 100">>)),
+    show("py:eval(<<\"[x * y for y in range(4)]\">>, #{x => 10})",
+         py:eval(<<"[x * y for y in range(4)]">>, #{x => 10})),
+
+    section("Run statements, then call what they defined (one bound worker)"),
+    ok = py:bind(),
+    show("py:exec(<<\"def greet(name): return 'hello ' + name\">>)",
+         py:exec(<<"def greet(name):\n    return 'hello ' + name\n">>)),
+    show("py:call('__main__', greet, [<<\"erlang\">>])",
+         py:call('__main__', greet, [<<"erlang">>])),
+    ok = py:unbind(),
+
+    section("Python errors come back as {error, {Type, Message}}"),
+    show("py:eval(<<\"1 / 0\">>)", py:eval(<<"1 / 0">>)),
+    show("py:call(no_such_module, f, [])", py:call(no_such_module, f, [])),
+    io:format("  traceback of the last error:~n~s~n", [indent(py:last_traceback())]),
+
+    section("A timeout interrupts the running Python code"),
+    T0 = erlang:monotonic_time(millisecond),
+    show("py:exec(<<\"while True: pass\">>, #{}, 200)", py:exec(<<"while True: pass">>, #{}, 200)),
+    io:format("  returned after ~b ms; the worker is free again:~n",
+              [erlang:monotonic_time(millisecond) - T0]),
+    show("py:eval(<<\"1 + 1\">>)", py:eval(<<"1 + 1">>)),
+
+    section("Python calls back into Erlang"),
+    ok = py:register_function(erlang_sum, fun(Args) -> lists:sum(Args) end),
+    show("py:eval(<<\"__import__('erlang').erlang_sum(1, 2, 3)\">>)",
+         py:eval(<<"__import__('erlang').erlang_sum(1, 2, 3)">>)),
+
+    section("Pool statistics: py_pool:get_stats()"),
+    io:format("  ~p~n", [py_pool:get_stats()]),
+    ok = application:stop(erlang_python),
+    io:format("~ndone.~n").
+
+section(Title) ->
+    io:format("~n== ~s~n", [Title]).
+
+show(Call, Result) ->
+    io:format("  ~s~n    -> ~tp~n", [Call, Result]).
+
+indent(undefined) -> "    (none)";
+indent(Text) ->
+    [["    ", L, "\n"] || L <- string:split(string:trim(Text), "\n", all)].

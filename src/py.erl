@@ -1,0 +1,452 @@
+%% @doc The public API of erlang_python: call Python functions, evaluate
+%% expressions and run statements on the embedded interpreter.
+%%
+%% A call travels like this: the caller routes the request (its nested
+%% callback worker, its binding in ETS, or the shared queue), `py_nif:submit/4'
+%% copies it onto a queue and returns at once, a worker thread runs it and
+%% sends `{Ref, Reply}' back, and the caller waits in `receive' with its
+%% timeout.  While waiting, the caller also serves Python's callbacks into
+%% Erlang (`erlang.call') made by its own request.  No gen_server is on the
+%% path of a call.
+-module(py).
+
+%% core calls
+-export([call/3, call/4, call/5,
+         eval/1, eval/2, eval/3,
+         exec/1, exec/2, exec/3,
+         call_async/3, call_async/4,
+         await/1, await/2,
+         stream/3, stream/4,
+         stream_eval/1, stream_eval/2,
+         version/0,
+         last_traceback/0]).
+%% context affinity
+-export([bind/0, bind/1, unbind/0, unbind/1, is_bound/0,
+         ctx_call/4, ctx_call/5, ctx_call/6,
+         ctx_eval/2, ctx_eval/3, ctx_eval/4,
+         ctx_exec/2, ctx_exec/3,
+         with_context/1]).
+%% Python calling Erlang
+-export([register_function/2, register_function/3, unregister_function/1]).
+%% shared state
+-export([state_store/2, state_fetch/1, state_remove/1, state_keys/0, state_clear/0,
+         state_incr/1, state_incr/2, state_decr/1, state_decr/2]).
+
+-export_type([name/0, code/0, locals/0, timeout_ms/0, error_reason/0, ctx/0,
+              async_ref/0]).
+
+-define(TIMEOUT, 30000).
+-define(NESTED, '$py_nested').
+-define(TRACEBACK, '$py_last_traceback').
+
+-type name() :: atom() | binary().
+-type code() :: iodata().
+-type locals() :: #{atom() | binary() => term()}.
+-type timeout_ms() :: non_neg_integer() | infinity.
+-type error_reason() :: {atom() | binary(), binary()}  % a Python exception
+                      | timeout | no_workers_available | worker_crashed
+                      | not_running | {badarg, atom()}.
+-opaque ctx() :: {py_ctx, reference(), pos_integer()}.
+-opaque async_ref() :: {py_async, reference(), reference() | {error, error_reason()}}.
+
+%%====================================================================
+%% Core calls
+%%====================================================================
+
+%% @doc Calls `Module.Func(*Args)' with the default timeout (30 s).
+-spec call(name(), name(), list()) -> {ok, term()} | {error, error_reason()}.
+call(Module, Func, Args) ->
+    call(Module, Func, Args, #{}, ?TIMEOUT).
+
+%% @doc Calls `Module.Func(*Args, **Kwargs)'.
+-spec call(name(), name(), list(), map()) -> {ok, term()} | {error, error_reason()}.
+call(Module, Func, Args, Kwargs) ->
+    call(Module, Func, Args, Kwargs, ?TIMEOUT).
+
+%% @doc Calls `Module.Func(*Args, **Kwargs)' with a timeout in milliseconds.
+%% `Module' may be dotted (`` 'os.path' ''); `` '__main__' '' names the
+%% namespace of the worker that runs the call.
+-spec call(name(), name(), list(), map(), timeout_ms()) ->
+          {ok, term()} | {error, error_reason()}.
+call(Module, Func, Args, Kwargs, Timeout) ->
+    case check_call(Module, Func, Args, Kwargs, Timeout) of
+        ok -> run(route(), {call, Module, Func, Args, Kwargs}, Timeout);
+        Error -> Error
+    end.
+
+%% @doc Evaluates one Python expression.
+-spec eval(code()) -> {ok, term()} | {error, error_reason()}.
+eval(Code) ->
+    eval(Code, #{}, ?TIMEOUT).
+
+%% @doc Evaluates an expression with `Locals' visible to it for this call.
+-spec eval(code(), locals()) -> {ok, term()} | {error, error_reason()}.
+eval(Code, Locals) ->
+    eval(Code, Locals, ?TIMEOUT).
+
+%% @doc Evaluates an expression with locals and a timeout.
+-spec eval(code(), locals(), timeout_ms()) -> {ok, term()} | {error, error_reason()}.
+eval(Code, Locals, Timeout) ->
+    code_request(route(), eval, Code, Locals, Timeout).
+
+%% @doc Runs Python statements in the worker's namespace.
+-spec exec(code()) -> ok | {error, error_reason()}.
+exec(Code) ->
+    exec(Code, #{}, ?TIMEOUT).
+
+%% @doc Runs statements with `Locals' visible to them for this call.
+-spec exec(code(), locals()) -> ok | {error, error_reason()}.
+exec(Code, Locals) ->
+    exec(Code, Locals, ?TIMEOUT).
+
+%% @doc Runs statements with locals and a timeout.
+-spec exec(code(), locals(), timeout_ms()) -> ok | {error, error_reason()}.
+exec(Code, Locals, Timeout) ->
+    code_request(route(), exec, Code, Locals, Timeout).
+
+%% @doc Starts a call and returns at once; collect it with `await/1,2'.
+-spec call_async(name(), name(), list()) -> async_ref().
+call_async(Module, Func, Args) ->
+    call_async(Module, Func, Args, #{}).
+
+%% @doc Starts a call with keyword arguments.
+-spec call_async(name(), name(), list(), map()) -> async_ref().
+call_async(Module, Func, Args, Kwargs) ->
+    Ref = make_ref(),
+    Job = case check_call(Module, Func, Args, Kwargs, infinity) of
+              ok -> submit(route(), Ref, {call, Module, Func, Args, Kwargs}, false);
+              Error -> Error
+          end,
+    {py_async, Ref, Job}.
+
+%% @doc Waits (default 30 s) for the result of `call_async/3,4'.
+-spec await(async_ref()) -> {ok, term()} | {error, error_reason()}.
+await(AsyncRef) ->
+    await(AsyncRef, ?TIMEOUT).
+
+%% @doc Waits for the result of `call_async/3,4' at most `Timeout' ms.
+-spec await(async_ref(), timeout_ms()) -> {ok, term()} | {error, error_reason()}.
+await({py_async, _Ref, {error, _} = Error}, _Timeout) ->
+    Error;
+await({py_async, Ref, Job}, Timeout) ->
+    case valid_timeout(Timeout) of
+        true -> wait(Ref, Job, deadline(Timeout));
+        false -> {error, {badarg, timeout}}
+    end.
+
+%% @doc Calls a generator function and drains it into a list.
+-spec stream(name(), name(), list()) -> {ok, list()} | {error, error_reason()}.
+stream(Module, Func, Args) ->
+    stream(Module, Func, Args, #{}).
+
+%% @doc Calls a generator function with keyword arguments, drained to a list.
+-spec stream(name(), name(), list(), map()) -> {ok, list()} | {error, error_reason()}.
+stream(Module, Func, Args, Kwargs) ->
+    case check_call(Module, Func, Args, Kwargs, ?TIMEOUT) of
+        ok -> run(route(), {stream, Module, Func, Args, Kwargs}, ?TIMEOUT);
+        Error -> Error
+    end.
+
+%% @doc Evaluates an expression giving an iterable and drains it to a list.
+-spec stream_eval(code()) -> {ok, list()} | {error, error_reason()}.
+stream_eval(Code) ->
+    stream_eval(Code, #{}).
+
+%% @doc `stream_eval/1' with locals.
+-spec stream_eval(code(), locals()) -> {ok, list()} | {error, error_reason()}.
+stream_eval(Code, Locals) ->
+    code_request(route(), stream_eval, Code, Locals, ?TIMEOUT).
+
+%% @doc The embedded Python's version, as `sys.version'.
+-spec version() -> {ok, binary()}.
+version() ->
+    {ok, py_nif:version()}.
+
+%% @doc The formatted traceback of the last Python exception returned to
+%% this process, or `undefined'.
+-spec last_traceback() -> binary() | undefined.
+last_traceback() ->
+    get(?TRACEBACK).
+
+%%====================================================================
+%% Context affinity
+%%====================================================================
+
+%% @doc Binds the calling process to a worker of its own (idempotent).
+%% Its later calls all run on that worker, in its namespace, on its thread.
+-spec bind() -> ok | {error, no_workers_available | not_running}.
+bind() ->
+    pool_call({bind, self()}).
+
+%% @doc `bind(new)' makes an explicit context holding a worker of its own.
+-spec bind(new) -> {ok, ctx()} | {error, no_workers_available | not_running}.
+bind(new) ->
+    case pool_call({bind_ctx, self()}) of
+        {ok, W, Gen} -> {ok, {py_ctx, W, Gen}};
+        Error -> Error
+    end.
+
+%% @doc Releases the calling process's worker (ok also when not bound).
+-spec unbind() -> ok.
+unbind() ->
+    _ = pool_call({unbind, self()}),
+    ok.
+
+%% @doc Releases an explicit context (ok also when already released).
+-spec unbind(ctx()) -> ok.
+unbind({py_ctx, W, Gen}) ->
+    _ = pool_call({unbind_ctx, W, Gen}),
+    ok.
+
+%% @doc Whether the calling process is bound to a worker.
+-spec is_bound() -> boolean().
+is_bound() ->
+    try ets:member(py_bindings, self())
+    catch error:badarg -> false
+    end.
+
+%% @doc `call/3' on a context.
+-spec ctx_call(ctx(), name(), name(), list()) -> {ok, term()} | {error, error_reason()}.
+ctx_call(Ctx, Module, Func, Args) ->
+    ctx_call(Ctx, Module, Func, Args, #{}, ?TIMEOUT).
+
+%% @doc `call/4' on a context.
+-spec ctx_call(ctx(), name(), name(), list(), map()) ->
+          {ok, term()} | {error, error_reason()}.
+ctx_call(Ctx, Module, Func, Args, Kwargs) ->
+    ctx_call(Ctx, Module, Func, Args, Kwargs, ?TIMEOUT).
+
+%% @doc `call/5' on a context.  Raises `error(context_not_bound)' once the
+%% context was released (or its worker lost).
+-spec ctx_call(ctx(), name(), name(), list(), map(), timeout_ms()) ->
+          {ok, term()} | {error, error_reason()}.
+ctx_call(Ctx, Module, Func, Args, Kwargs, Timeout) ->
+    case check_call(Module, Func, Args, Kwargs, Timeout) of
+        ok -> ctx_result(run(ctx_route(Ctx), {call, Module, Func, Args, Kwargs}, Timeout));
+        Error -> Error
+    end.
+
+%% @doc `eval/1' on a context.
+-spec ctx_eval(ctx(), code()) -> {ok, term()} | {error, error_reason()}.
+ctx_eval(Ctx, Code) ->
+    ctx_eval(Ctx, Code, #{}, ?TIMEOUT).
+
+%% @doc `eval/2' on a context.
+-spec ctx_eval(ctx(), code(), locals()) -> {ok, term()} | {error, error_reason()}.
+ctx_eval(Ctx, Code, Locals) ->
+    ctx_eval(Ctx, Code, Locals, ?TIMEOUT).
+
+%% @doc `eval/3' on a context.
+-spec ctx_eval(ctx(), code(), locals(), timeout_ms()) -> {ok, term()} | {error, error_reason()}.
+ctx_eval(Ctx, Code, Locals, Timeout) ->
+    ctx_result(code_request(ctx_route(Ctx), eval, Code, Locals, Timeout)).
+
+%% @doc `exec/1' on a context.
+-spec ctx_exec(ctx(), code()) -> ok | {error, error_reason()}.
+ctx_exec(Ctx, Code) ->
+    ctx_exec(Ctx, Code, #{}).
+
+%% @doc `exec/2' on a context.
+-spec ctx_exec(ctx(), code(), locals()) -> ok | {error, error_reason()}.
+ctx_exec(Ctx, Code, Locals) ->
+    ctx_result(code_request(ctx_route(Ctx), exec, Code, Locals, ?TIMEOUT)).
+
+%% @doc Runs `Fun' with a binding released afterwards, also when it raises.
+%% Arity 0: binds the calling process (if it was bound already, the binding
+%% is kept).  Arity 1: passes a fresh context.  Returns what `Fun' returns,
+%% or `{error, no_workers_available}' when no worker can be bound.
+-spec with_context(fun(() -> R) | fun((ctx()) -> R)) -> R | {error, no_workers_available | not_running}.
+with_context(Fun) when is_function(Fun, 0) ->
+    case is_bound() of
+        true ->
+            Fun();
+        false ->
+            case bind() of
+                ok -> try Fun() after unbind() end;
+                Error -> Error
+            end
+    end;
+with_context(Fun) when is_function(Fun, 1) ->
+    case bind(new) of
+        {ok, Ctx} -> try Fun(Ctx) after unbind(Ctx) end;
+        Error -> Error
+    end.
+
+%%====================================================================
+%% Python calling Erlang
+%%====================================================================
+
+%% @doc Makes `Fun(Args)' callable from Python as `erlang.Name(*Args)'.
+-spec register_function(name(), fun((list()) -> term())) -> ok.
+register_function(Name, Fun) when is_function(Fun, 1) ->
+    py_callback:register(Name, {fn, Fun}).
+
+%% @doc Makes `Module:Function(Args)' callable from Python as `erlang.Name'.
+-spec register_function(name(), module(), atom()) -> ok.
+register_function(Name, Module, Function) when is_atom(Module), is_atom(Function) ->
+    py_callback:register(Name, {mf, Module, Function}).
+
+%% @doc Removes a registered function (ok also when unknown).
+-spec unregister_function(name()) -> ok.
+unregister_function(Name) ->
+    py_callback:unregister(Name).
+
+%%====================================================================
+%% Shared state (ETS; keys: atoms are stored as binaries, so Erlang's
+%% `counter', `<<"counter">>' and Python's 'counter' are one key)
+%%====================================================================
+
+%% @doc Stores a value under a key.
+-spec state_store(term(), term()) -> ok.
+state_store(Key, Value) -> py_state:store(Key, Value).
+
+%% @doc Fetches a value.
+-spec state_fetch(term()) -> {ok, term()} | {error, not_found}.
+state_fetch(Key) -> py_state:fetch(Key).
+
+%% @doc Removes a key (ok also when absent).
+-spec state_remove(term()) -> ok.
+state_remove(Key) -> py_state:remove(Key).
+
+%% @doc All keys.
+-spec state_keys() -> [term()].
+state_keys() -> py_state:keys().
+
+%% @doc Removes every key.
+-spec state_clear() -> ok.
+state_clear() -> py_state:clear().
+
+%% @doc Atomically adds 1; returns the new value (a missing key counts as 0).
+-spec state_incr(term()) -> integer().
+state_incr(Key) -> py_state:incr(Key, 1).
+
+%% @doc Atomically adds `N'; returns the new value.
+-spec state_incr(term(), integer()) -> integer().
+state_incr(Key, N) -> py_state:incr(Key, N).
+
+%% @doc Atomically subtracts 1; returns the new value.
+-spec state_decr(term()) -> integer().
+state_decr(Key) -> py_state:incr(Key, -1).
+
+%% @doc Atomically subtracts `N'; returns the new value.
+-spec state_decr(term(), integer()) -> integer().
+state_decr(Key, N) -> py_state:incr(Key, -N).
+
+%%====================================================================
+%% Internals: routing, submitting, waiting
+%%====================================================================
+
+%% Where a request of this process goes: to the worker waiting on a callback
+%% this process is serving, else to its bound worker, else the shared queue.
+route() ->
+    case get(?NESTED) of
+        undefined ->
+            try ets:lookup(py_bindings, self()) of
+                [{_, W, Gen}] -> {W, Gen};
+                [] -> shared
+            catch error:badarg -> not_running
+            end;
+        W -> {nested, W}
+    end.
+
+ctx_route({py_ctx, W, Gen}) ->
+    case get(?NESTED) of
+        W -> {nested, W};
+        _ -> {W, Gen}
+    end;
+ctx_route(_) ->
+    error(badarg).
+
+ctx_result({error, context_not_bound}) -> error(context_not_bound);
+ctx_result({error, worker_crashed}) -> error(context_not_bound);
+ctx_result(Result) -> Result.
+
+code_request(Where, Kind, Code, Locals, Timeout) ->
+    case to_code(Code) of
+        {ok, Bin} when is_map(Locals) ->
+            case valid_timeout(Timeout) of
+                true -> run(Where, {Kind, Bin, Locals}, Timeout);
+                false -> {error, {badarg, timeout}}
+            end;
+        {ok, _} -> {error, {badarg, locals}};
+        Error -> Error
+    end.
+
+to_code(Code) when is_binary(Code) -> {ok, Code};
+to_code(Code) when is_list(Code) ->
+    try {ok, iolist_to_binary(Code)}
+    catch error:badarg -> {error, {badarg, code}}
+    end;
+to_code(_) -> {error, {badarg, code}}.
+
+check_call(M, F, A, K, T) ->
+    if not (is_atom(M) orelse is_binary(M)) -> {error, {badarg, module}};
+       not (is_atom(F) orelse is_binary(F)) -> {error, {badarg, function}};
+       not is_list(A) -> {error, {badarg, args}};
+       not is_map(K) -> {error, {badarg, kwargs}};
+       true ->
+           case valid_timeout(T) of
+               true -> ok;
+               false -> {error, {badarg, timeout}}
+           end
+    end.
+
+valid_timeout(infinity) -> true;
+valid_timeout(T) -> is_integer(T) andalso T >= 0.
+
+run(Where, Req, Timeout) ->
+    Ref = make_ref(),
+    case submit(Where, Ref, Req, true) of
+        {error, _} = Error -> Error;
+        Job -> wait(Ref, Job, deadline(Timeout))
+    end.
+
+submit(not_running, _Ref, _Req, _Sync) ->
+    {error, not_running};
+submit(Where, Ref, Req, Sync) ->
+    try py_nif:submit(Where, Ref, Req, Sync) of
+        Err when is_atom(Err) -> {error, Err};
+        Job -> Job
+    catch error:badarg -> {error, {badarg, request}}
+    end.
+
+deadline(infinity) -> infinity;
+deadline(Timeout) -> erlang:monotonic_time(millisecond) + Timeout.
+
+remaining(infinity) -> infinity;
+remaining(Deadline) -> max(0, Deadline - erlang:monotonic_time(millisecond)).
+
+%% Waits for {Ref, Reply}, serving callbacks of this request meanwhile.
+wait(Ref, Job, Deadline) ->
+    receive
+        {Ref, {'$py_cb', ReplyTo, Name, Args}} ->
+            py_callback:serve(ReplyTo, element(1, ReplyTo), Name, Args),
+            wait(Ref, Job, Deadline);
+        {Ref, Reply} ->
+            result(Reply)
+    after remaining(Deadline) ->
+        case py_nif:cancel(Job) of
+            ok ->
+                flush(Ref),
+                {error, timeout};
+            sent ->
+                receive {Ref, Reply} -> result(Reply) end
+        end
+    end.
+
+%% After a cancel returned ok nothing more is sent for Ref; drop what came.
+flush(Ref) ->
+    receive {Ref, _} -> flush(Ref)
+    after 0 -> ok
+    end.
+
+result({'$py_error', Error, Traceback}) ->
+    put(?TRACEBACK, Traceback),
+    {error, Error};
+result(Reply) ->
+    Reply.
+
+pool_call(Request) ->
+    try gen_server:call(py_pool, Request, infinity)
+    catch exit:{noproc, _} -> {error, not_running}
+    end.

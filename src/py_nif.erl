@@ -1,0 +1,63 @@
+%% @doc The NIF module: stubs replaced by c_src/nif.c when the library loads.
+%% Internal to erlang_python; use `py' and `py_pool'.  Every function returns
+%% at once: none of them runs Python on the calling scheduler.
+-module(py_nif).
+
+-export([submit/4, cancel/1, pool_attach/3, pool_shutdown/0, worker_start/1,
+         worker_retire/1, worker_bind/2, stats/0, cb_reply/2, version/0]).
+
+-on_load(init/0).
+
+-type worker() :: reference().
+-type job() :: reference().
+-type where() :: shared | {nested, worker()} | {worker(), pos_integer()}.
+-export_type([worker/0, job/0, where/0]).
+
+-spec init() -> ok | {error, term()}.
+init() ->
+    Dir = case code:priv_dir(erlang_python) of
+              {error, bad_name} ->
+                  filename:join(filename:dirname(filename:dirname(code:which(?MODULE))), "priv");
+              D -> D
+          end,
+    erlang:load_nif(filename:join(Dir, "py_nif"), 0).
+
+%% @doc Queues a request; returns the job handle or an error atom.
+-spec submit(where(), reference(), tuple(), boolean()) -> job() | atom().
+submit(_Where, _Ref, _Req, _Sync) -> erlang:nif_error(not_loaded).
+
+%% @doc The caller gives up on a job: `ok' (no reply will come) or `sent'.
+-spec cancel(job()) -> ok | sent.
+cancel(_Job) -> erlang:nif_error(not_loaded).
+
+%% @doc Registers the pool and callback-runner processes; retires old workers.
+-spec pool_attach(pid(), pid(), non_neg_integer()) -> ok.
+pool_attach(_Pool, _Runner, _GraceMs) -> erlang:nif_error(not_loaded).
+
+%% @doc Retires all workers and answers every queued request `not_running'.
+-spec pool_shutdown() -> ok.
+pool_shutdown() -> erlang:nif_error(not_loaded).
+
+%% @doc Starts a worker thread.
+-spec worker_start(non_neg_integer()) -> {ok, worker()} | {error, binary()}.
+worker_start(_Id) -> erlang:nif_error(not_loaded).
+
+%% @doc Takes a worker out of service; its requests get `worker_crashed'.
+-spec worker_retire(worker()) -> ok.
+worker_retire(_W) -> erlang:nif_error(not_loaded).
+
+%% @doc Binds or unbinds a worker; returns the new generation or `error'.
+-spec worker_bind(worker(), boolean()) -> pos_integer() | error.
+worker_bind(_W, _Bind) -> erlang:nif_error(not_loaded).
+
+%% @doc Pool counters.
+-spec stats() -> #{atom() => non_neg_integer()}.
+stats() -> erlang:nif_error(not_loaded).
+
+%% @doc Delivers the reply of an Erlang callback to the waiting Python code.
+-spec cb_reply({reference(), non_neg_integer()}, term()) -> ok | stale.
+cb_reply(_To, _Reply) -> erlang:nif_error(not_loaded).
+
+%% @doc The embedded interpreter's version string.
+-spec version() -> binary().
+version() -> erlang:nif_error(not_loaded).

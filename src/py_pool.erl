@@ -1,0 +1,254 @@
+%% @doc The worker pool: starts the worker threads, binds and releases them
+%% (context affinity), watches binders and workers, replaces lost workers.
+%%
+%% It is never on the path of a call: callers find their binding in the
+%% `py_bindings' ETS table and queue requests through the NIF themselves.
+%% Each worker has a guardian process (see `workers/0'): killing it stands for
+%% a worker crash, and the pool retires that worker and starts a new one.
+-module(py_pool).
+-behaviour(gen_server).
+
+-export([start_link/0, get_stats/0, workers/0]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
+
+-define(BINDINGS, py_bindings).
+
+-record(worker, {id :: non_neg_integer(),
+                 res :: reference(),
+                 guardian :: pid(),
+                 bound = none :: none | {process, pid()} | {context, pid(), pos_integer()}}).
+
+-type stats() :: #{num_workers := non_neg_integer(),
+                   available_workers := non_neg_integer(),
+                   checked_out := non_neg_integer(),
+                   pending_requests := non_neg_integer()}.
+-type worker_info() :: #{id := non_neg_integer(),
+                         pid := pid(),
+                         bound := false | {process, pid()} | {context, pid()}}.
+-export_type([stats/0, worker_info/0]).
+
+%%====================================================================
+%% API
+%%====================================================================
+
+%% @private
+-spec start_link() -> {ok, pid()} | {error, term()}.
+start_link() ->
+    gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
+
+%% @doc Pool counters, read from the NIF (no gen_server round trip):
+%% `num_workers' in service, `available_workers' not bound, `checked_out'
+%% bound, `pending_requests' queued and not yet started.
+-spec get_stats() -> stats().
+get_stats() ->
+    py_nif:stats().
+
+%% @doc The workers in service: id, guardian pid (kill it to simulate a
+%% worker crash) and binding.
+-spec workers() -> [worker_info()].
+workers() ->
+    gen_server:call(?MODULE, workers, infinity).
+
+%%====================================================================
+%% gen_server
+%%====================================================================
+
+%% @private
+-spec init([]) -> {ok, map()} | {stop, term()}.
+init([]) ->
+    process_flag(trap_exit, true),
+    N = application:get_env(erlang_python, num_workers, 4),
+    Grace = application:get_env(erlang_python, cancel_grace_ms, 1000),
+    _ = ets:new(?BINDINGS, [named_table, protected, set, {read_concurrency, true}]),
+    Runner = whereis(py_callback),
+    ok = py_nif:pool_attach(self(), Runner, Grace),
+    State0 = #{workers => #{}, next_id => 1, owners => #{}},
+    case start_workers(N, State0) of
+        {ok, State} ->
+            case add_python_path(application:get_env(erlang_python, python_path, [])) of
+                ok -> {ok, State};
+                Error -> {stop, Error}
+            end;
+        Error ->
+            {stop, Error}
+    end.
+
+%% @private
+-spec handle_call(term(), gen_server:from(), map()) -> {reply, term(), map()}.
+handle_call({bind, Pid}, _From, State) ->
+    case ets:member(?BINDINGS, Pid) of
+        true -> {reply, ok, State};
+        false ->
+            case checkout({process, Pid}, State) of
+                {ok, W, Gen, State1} ->
+                    true = ets:insert(?BINDINGS, {Pid, W#worker.res, Gen}),
+                    {reply, ok, State1};
+                Error -> {reply, Error, State}
+            end
+    end;
+handle_call({bind_ctx, Owner}, _From, State) ->
+    case checkout({context, Owner}, State) of
+        {ok, W, Gen, State1} -> {reply, {ok, W#worker.res, Gen}, State1};
+        Error -> {reply, Error, State}
+    end;
+handle_call({unbind, Pid}, _From, State) ->
+    case find(fun(#worker{bound = B}) -> B =:= {process, Pid} end, State) of
+        {ok, W} -> {reply, ok, checkin(W, State)};
+        error -> {reply, ok, State}
+    end;
+handle_call({unbind_ctx, Res, Gen}, _From, State) ->
+    case find(fun(#worker{res = R, bound = B}) ->
+                      R =:= Res andalso element(1, B) =:= context
+                          andalso element(3, B) =:= Gen
+              end, State) of
+        {ok, W} -> {reply, ok, checkin(W, State)};
+        error -> {reply, ok, State}
+    end;
+handle_call(workers, _From, #{workers := Ws} = State) ->
+    Info = [#{id => Id, pid => G, bound => public_binding(B)}
+            || #worker{id = Id, guardian = G, bound = B} <- maps:values(Ws)],
+    {reply, lists:sort(fun(#{id := A}, #{id := B}) -> A =< B end, Info), State};
+handle_call(_Request, _From, State) ->
+    {reply, {error, unknown_call}, State}.
+
+%% @private
+-spec handle_cast(term(), map()) -> {noreply, map()}.
+handle_cast(_Msg, State) ->
+    {noreply, State}.
+
+%% @private
+-spec handle_info(term(), map()) -> {noreply, map()}.
+handle_info({'DOWN', _MRef, process, Pid, _Reason}, State) ->
+    %% A binder died: release everything it held.
+    Held = [W || W = #worker{bound = B} <- workers_of(State), owner(B) =:= Pid],
+    State1 = lists:foldl(fun checkin/2, State, Held),
+    {noreply, State1#{owners := maps:remove(Pid, maps:get(owners, State1))}};
+handle_info({'EXIT', Pid, _Reason}, State) ->
+    %% A guardian died: that worker is lost.
+    case find(fun(#worker{guardian = G}) -> G =:= Pid end, State) of
+        {ok, W} ->
+            ok = py_nif:worker_retire(W#worker.res),
+            {noreply, replace(W, State)};
+        error ->
+            {noreply, State}
+    end;
+handle_info({'$py_worker_lost', Id}, #{workers := Ws} = State) ->
+    %% The NIF retired a worker stuck past the cancel grace period.
+    case maps:find(Id, Ws) of
+        {ok, W} ->
+            unlink(W#worker.guardian),
+            exit(W#worker.guardian, kill),
+            {noreply, replace(W, State)};
+        error ->
+            {noreply, State}
+    end;
+handle_info(_Msg, State) ->
+    {noreply, State}.
+
+%% @private
+-spec terminate(term(), map()) -> ok.
+terminate(_Reason, _State) ->
+    py_nif:pool_shutdown().
+
+%%====================================================================
+%% Internals
+%%====================================================================
+
+start_workers(0, State) ->
+    {ok, State};
+start_workers(N, State) ->
+    case start_worker(State) of
+        {ok, State1} -> start_workers(N - 1, State1);
+        Error -> Error
+    end.
+
+start_worker(#{workers := Ws, next_id := Id} = State) ->
+    case py_nif:worker_start(Id) of
+        {ok, Res} ->
+            G = spawn_link(fun guardian/0),
+            W = #worker{id = Id, res = Res, guardian = G},
+            {ok, State#{workers := Ws#{Id => W}, next_id := Id + 1}};
+        {error, Reason} ->
+            {error, {worker_start_failed, Reason}}
+    end.
+
+guardian() ->
+    receive stop -> ok end.
+
+%% Takes a free worker for Binding.
+checkout(Binding, State) ->
+    case [W || W = #worker{bound = none} <- workers_of(State)] of
+        [] ->
+            {error, no_workers_available};
+        Free ->
+            W = hd(lists:keysort(#worker.id, Free)),
+            case py_nif:worker_bind(W#worker.res, true) of
+                error ->
+                    {error, no_workers_available};
+                Gen ->
+                    Bound = case Binding of
+                                {process, P} -> {process, P};
+                                {context, O} -> {context, O, Gen}
+                            end,
+                    W1 = W#worker{bound = Bound},
+                    {ok, W1, Gen, monitor_owner(owner(Bound), store(W1, State))}
+            end
+    end.
+
+%% Releases W's binding (its namespace is wiped by the NIF before reuse).
+checkin(#worker{bound = none}, State) ->
+    State;
+checkin(#worker{res = Res, bound = B} = W, State) ->
+    _ = py_nif:worker_bind(Res, false),
+    forget_binding(B),
+    store(W#worker{bound = none}, State).
+
+%% W is lost: drop its bindings, start a replacement.
+replace(#worker{id = Id, bound = B}, #{workers := Ws} = State) ->
+    forget_binding(B),
+    State1 = State#{workers := maps:remove(Id, Ws)},
+    case start_worker(State1) of
+        {ok, State2} -> State2;
+        {error, Reason} ->
+            logger:error("erlang_python: cannot replace worker ~p: ~p", [Id, Reason]),
+            State1
+    end.
+
+forget_binding({process, Pid}) -> ets:delete(?BINDINGS, Pid);
+forget_binding(_) -> true.
+
+monitor_owner(Pid, #{owners := Owners} = State) ->
+    case maps:is_key(Pid, Owners) of
+        true -> State;
+        false -> State#{owners := Owners#{Pid => erlang:monitor(process, Pid)}}
+    end.
+
+owner({process, Pid}) -> Pid;
+owner({context, Pid, _}) -> Pid;
+owner(none) -> none.
+
+public_binding(none) -> false;
+public_binding({process, P}) -> {process, P};
+public_binding({context, O, _}) -> {context, O}.
+
+workers_of(#{workers := Ws}) -> maps:values(Ws).
+
+store(#worker{id = Id} = W, #{workers := Ws} = State) ->
+    State#{workers := Ws#{Id => W}}.
+
+find(Pred, State) ->
+    case lists:filter(Pred, workers_of(State)) of
+        [W | _] -> {ok, W};
+        [] -> error
+    end.
+
+add_python_path([]) ->
+    ok;
+add_python_path(Dirs) ->
+    Paths = [unicode:characters_to_binary(D) || D <- Dirs],
+    case py:exec(<<"import sys\n"
+                   "sys.path[0:0] = [p for p in paths if p not in sys.path]\n">>,
+                 #{paths => Paths}) of
+        ok -> ok;
+        Error -> {python_path, Error}
+    end.
