@@ -12,4 +12,5 @@ void pyn_atoms_init(ErlNifEnv *env)
     ATOMS.py_error = enif_make_atom(env, "$py_error");
     ATOMS.py_cb = enif_make_atom(env, "$py_cb");
     ATOMS.py_worker_lost = enif_make_atom(env, "$py_worker_lost");
+    ATOMS.py_main = enif_make_atom(env, "__main__");
 }

@@ -113,7 +113,10 @@ static PyObject *call_from_worker(pyn_worker_t *w, ErlNifEnv *m, ERL_NIF_TERM na
     ErlNifEnv *renv = NULL;
     PyObject *result;
     uint64_t id;
-    int sync = pyn_callback_target(w, &pid, m, &ref);
+    int sync;
+
+    pyn_callback_monitor(w);
+    sync = pyn_callback_target(w, &pid, m, &ref);
 
     if (sync < 0) {
         enif_free_env(m);

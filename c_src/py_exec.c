@@ -11,9 +11,22 @@
 #define PYX_CODE_CACHE_MAX 1024
 #define PYX_DYN_ATOMS_MAX 1000 /* atoms made for non-builtin exception names */
 
+/* Callables looked up by (Module, Func) atom pair.  An entry is valid while
+ * the dict it was found in (module or namespace) keeps its version tag:
+ * any assignment in that dict (monkeypatching, reload, exec) misses. */
+#define PYX_FN_CACHE 64
+
+typedef struct {
+    ERL_NIF_TERM mod, fun; /* atoms: global terms, compared by identity */
+    PyObject *owner;       /* strong: the dict the lookup started from */
+    uint64_t version;
+    PyObject *callable;    /* strong */
+} pyx_fn_entry_t;
+
 typedef struct {
     PyObject *globals; /* the namespace: '__main__' of this worker */
     PyObject *modules; /* name -> module, filled after a completed import */
+    pyx_fn_entry_t fns[PYX_FN_CACHE];
 } pyx_state_t;
 
 static PyObject *code_cache;   /* bytes (mode byte + source) -> code */
@@ -57,11 +70,21 @@ fail:
     return -1;
 }
 
+static void fn_cache_clear(pyx_state_t *st)
+{
+    for (int i = 0; i < PYX_FN_CACHE; i++) {
+        Py_CLEAR(st->fns[i].owner);
+        Py_CLEAR(st->fns[i].callable);
+        st->fns[i].mod = st->fns[i].fun = 0;
+    }
+}
+
 void pyx_worker_fini(pyn_worker_t *w)
 {
     pyx_state_t *st = w->py;
     if (!st)
         return;
+    fn_cache_clear(st);
     Py_CLEAR(st->globals);
     Py_CLEAR(st->modules);
     PyMem_RawFree(st);
@@ -80,6 +103,7 @@ static void wipe(pyx_state_t *st)
         return;
     }
     st->globals = fresh;
+    fn_cache_clear(st);
     PyDict_Clear(old);
     Py_DECREF(old);
     PyErr_Clear();
@@ -276,12 +300,81 @@ static int kwargs_dict(ErlNifEnv *env, ERL_NIF_TERM map, PyObject **out)
     return 0;
 }
 
+/* Whether an atom's text holds a dot (dotted lookups are not cached: the
+ * guard covers only the first dict). */
+static int dotted_atom(ErlNifEnv *env, ERL_NIF_TERM a)
+{
+    char buf[1024];
+    int n = enif_get_atom(env, a, buf, sizeof buf, ERL_NIF_LATIN1);
+    return n <= 0 || memchr(buf, '.', (size_t)n) != NULL;
+}
+
+/* resolve() through the per-worker cache, for atom names.  New ref. */
+static PyObject *resolve_cached(pyx_state_t *st, ErlNifEnv *env, ERL_NIF_TERM m, ERL_NIF_TERM f)
+{
+    pyx_fn_entry_t *e;
+    PyObject *fn, *owner = NULL, *modname, *mod;
+
+    if (!enif_is_atom(env, m) || !enif_is_atom(env, f))
+        return resolve(st, env, m, f);
+    e = &st->fns[((m >> 6) * 31 + (f >> 6)) % PYX_FN_CACHE];
+    if (e->mod == m && e->fun == f &&
+        ((PyDictObject *)e->owner)->ma_version_tag == e->version) {
+        Py_INCREF(e->callable);
+        return e->callable;
+    }
+    if (!(fn = resolve(st, env, m, f)) || dotted_atom(env, f))
+        return fn;
+    /* Remember it, guarded by the dict the name was found in. */
+    if (enif_is_identical(m, ATOMS.py_main)) {
+        owner = st->globals;
+    } else if ((modname = pyc_name(env, m))) {
+        mod = PyDict_GetItemWithError(st->modules, modname);
+        Py_DECREF(modname);
+        if (mod && PyModule_Check(mod))
+            owner = PyModule_GetDict(mod);
+    }
+    PyErr_Clear();
+    if (!owner)
+        return fn;
+    Py_XDECREF(e->owner);
+    Py_XDECREF(e->callable);
+    e->mod = m;
+    e->fun = f;
+    Py_INCREF(owner);
+    e->owner = owner;
+    e->version = ((PyDictObject *)owner)->ma_version_tag;
+    Py_INCREF(fn);
+    e->callable = fn;
+    return fn;
+}
+
+#define PYX_FAST_ARGS 8
+
 static PyObject *do_call(pyx_state_t *st, ErlNifEnv *env, const ERL_NIF_TERM *el)
 {
     PyObject *fn = NULL, *list = NULL, *args = NULL, *kw = NULL, *res = NULL;
+    PyObject *argv[PYX_FAST_ARGS];
+    unsigned nargs = 0, i = 0;
+    ERL_NIF_TERM head, tail = el[3];
+    size_t nkw = 1;
 
-    if (!(fn = resolve(st, env, el[1], el[2])))
+    if (!(fn = resolve_cached(st, env, el[1], el[2])))
         goto done;
+    enif_get_map_size(env, el[4], &nkw);
+    if (nkw == 0 && enif_get_list_length(env, el[3], &nargs) && nargs <= PYX_FAST_ARGS) {
+        /* Common case: few positional arguments, straight to vectorcall. */
+        for (i = 0; i < nargs; i++) {
+            enif_get_list_cell(env, tail, &head, &tail);
+            if (!(argv[i] = pyc_to_py(env, head)))
+                break;
+        }
+        if (i == nargs)
+            res = PyObject_Vectorcall(fn, argv, nargs, NULL);
+        while (i > 0)
+            Py_DECREF(argv[--i]);
+        goto done;
+    }
     if (!(list = pyc_to_py(env, el[3])))
         goto done;
     if (!PyList_Check(list)) {

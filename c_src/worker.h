@@ -147,6 +147,9 @@ void pyn_stats(int *workers, int *bound, int *pending);
  * reply (env owned by the caller) or -1 if the job was cancelled or the
  * worker retired. */
 int pyn_callback_wait(pyn_worker_t *w, uint64_t id, ErlNifEnv **env, ERL_NIF_TERM *result);
+/* Ties the running job to its caller's life (monitor), if not yet: a
+ * callback waits for the caller, so its death must end the wait. */
+void pyn_callback_monitor(pyn_worker_t *w);
 /* Opens a callback slot; returns its id, 0 when nested too deep. */
 uint64_t pyn_callback_open(pyn_worker_t *w);
 /* Delivers a reply (copied) to a worker slot; 0 ok, -1 no such waiter. */

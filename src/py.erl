@@ -38,6 +38,7 @@
 -define(TIMEOUT, 30000).
 -define(NESTED, '$py_nested').
 -define(TRACEBACK, '$py_last_traceback').
+-define(BINDING, '$py_binding').
 
 -type name() :: atom() | binary().
 -type code() :: iodata().
@@ -176,7 +177,13 @@ last_traceback() ->
 %% Its later calls all run on that worker, in its namespace, on its thread.
 -spec bind() -> ok | {error, no_workers_available | not_running}.
 bind() ->
-    pool_call({bind, self()}).
+    case pool_call({bind, self()}) of
+        {ok, W, Gen} ->
+            put(?BINDING, {W, Gen}),
+            ok;
+        Error ->
+            Error
+    end.
 
 %% @doc `bind(new)' makes an explicit context holding a worker of its own.
 -spec bind(new) -> {ok, ctx()} | {error, no_workers_available | not_running}.
@@ -189,6 +196,7 @@ bind(new) ->
 %% @doc Releases the calling process's worker (ok also when not bound).
 -spec unbind() -> ok.
 unbind() ->
+    erase(?BINDING),
     _ = pool_call({unbind, self()}),
     ok.
 
@@ -201,9 +209,11 @@ unbind({py_ctx, W, Gen}) ->
 %% @doc Whether the calling process is bound to a worker.
 -spec is_bound() -> boolean().
 is_bound() ->
-    try ets:member(py_bindings, self())
-    catch error:badarg -> false
-    end.
+    Bound = try ets:member(py_bindings, self())
+            catch error:badarg -> false
+            end,
+    Bound orelse erase(?BINDING),
+    Bound.
 
 %% @doc `call/3' on a context.
 -spec ctx_call(ctx(), name(), name(), list()) -> {ok, term()} | {error, error_reason()}.
@@ -338,13 +348,15 @@ state_decr(Key, N) -> py_state:incr(Key, -N).
 
 %% Where a request of this process goes: to the worker waiting on a callback
 %% this process is serving, else to its bound worker, else the shared queue.
+%% The binding is cached in the process dictionary by bind/0 (the pool's
+%% ETS table stays the authority: a binding the pool revoked because its
+%% worker was lost is refused by the NIF, and forgotten here).
 route() ->
     case get(?NESTED) of
         undefined ->
-            try ets:lookup(py_bindings, self()) of
-                [{_, W, Gen}] -> {W, Gen};
-                [] -> shared
-            catch error:badarg -> not_running
+            case get(?BINDING) of
+                undefined -> shared;
+                Binding -> Binding
             end;
         W -> {nested, W}
     end.
@@ -401,14 +413,24 @@ run(Where, Req, Timeout) ->
         Job -> wait(Ref, Job, deadline(Timeout))
     end.
 
-submit(not_running, _Ref, _Req, _Sync) ->
-    {error, not_running};
 submit(Where, Ref, Req, Sync) ->
     try py_nif:submit(Where, Ref, Req, Sync) of
-        Err when is_atom(Err) -> {error, Err};
-        Job -> Job
+        Err when is_atom(Err) ->
+            forget_lost_binding(Where, Err),
+            {error, Err};
+        Job ->
+            Job
     catch error:badarg -> {error, {badarg, request}}
     end.
+
+%% The process's worker was lost (the pool has dropped the binding).
+forget_lost_binding(Where, Err) when Err =:= worker_crashed; Err =:= context_not_bound ->
+    case get(?BINDING) of
+        Where -> erase(?BINDING);
+        _ -> ok
+    end;
+forget_lost_binding(_, _) ->
+    ok.
 
 deadline(infinity) -> infinity;
 deadline(Timeout) -> erlang:monotonic_time(millisecond) + Timeout.

@@ -76,13 +76,13 @@ init([]) ->
 %% @private
 -spec handle_call(term(), gen_server:from(), map()) -> {reply, term(), map()}.
 handle_call({bind, Pid}, _From, State) ->
-    case ets:member(?BINDINGS, Pid) of
-        true -> {reply, ok, State};
-        false ->
+    case ets:lookup(?BINDINGS, Pid) of
+        [{_, Res, Gen}] -> {reply, {ok, Res, Gen}, State};
+        [] ->
             case checkout({process, Pid}, State) of
                 {ok, W, Gen, State1} ->
                     true = ets:insert(?BINDINGS, {Pid, W#worker.res, Gen}),
-                    {reply, ok, State1};
+                    {reply, {ok, W#worker.res, Gen}, State1};
                 Error -> {reply, Error, State}
             end
     end;
