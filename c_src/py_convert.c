@@ -408,6 +408,27 @@ static int seq_term(ErlNifEnv *env, PyObject *o, int is_list, ERL_NIF_TERM *out,
     return rc;
 }
 
+/* OTP 25 builds maps of more than 32 keys (hash maps) in
+ * enif_make_map_from_arrays with the scheduler-local temporary allocator,
+ * which crashes on threads that are not schedulers (ours).  So: a flat map
+ * of at most 32 keys from arrays, then one put per further key.  Keys that
+ * differ in Python but not in Erlang ('a' and b'a'): the later one wins. */
+#define PYC_FLATMAP_MAX 32
+
+static ERL_NIF_TERM make_map(ErlNifEnv *env, ERL_NIF_TERM *keys, ERL_NIF_TERM *vals, Py_ssize_t n)
+{
+    ERL_NIF_TERM map;
+    Py_ssize_t first = n < PYC_FLATMAP_MAX ? n : PYC_FLATMAP_MAX, i = first;
+
+    if (!enif_make_map_from_arrays(env, keys, vals, (size_t)first, &map)) {
+        map = enif_make_new_map(env);
+        i = 0;
+    }
+    for (; i < n; i++)
+        enif_make_map_put(env, map, keys[i], vals[i], &map);
+    return map;
+}
+
 static int dict_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int depth)
 {
     Py_ssize_t n = PyDict_Size(o), pos = 0, i = 0;
@@ -435,13 +456,7 @@ static int dict_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int depth)
         PyErr_SetString(PyExc_RuntimeError, "dict changed size during conversion");
         goto done;
     }
-    if (!enif_make_map_from_arrays(env, keys, vals, (size_t)n, out)) {
-        /* Keys that differ in Python but not in Erlang ('a' and b'a'):
-         * the later one wins, as in a dict update. */
-        *out = enif_make_new_map(env);
-        for (i = 0; i < n; i++)
-            enif_make_map_put(env, *out, keys[i], vals[i], out);
-    }
+    *out = make_map(env, keys, vals, n);
     rc = 0;
 done:
     if (keys != small)

@@ -7,6 +7,7 @@
  * reached only through py_runtime.h and py_exec.h, with the GIL held.
  * Lock order: GIL, then pool lock.  The pool lock is held for short,
  * non-blocking sections only; the GIL is never taken while holding it. */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -514,6 +515,11 @@ static void *worker_main(void *arg)
     int ok;
 
     pyn_self = w;
+    {
+        char name[16];
+        snprintf(name, sizeof name, "py_worker_%d", w->id % 10000);
+        pthread_setname_np(pthread_self(), name);
+    }
     w->tstate = pyr_thread_begin(&w->py_tid);
     pyr_gil_acquire(w->tstate);
     ok = pyx_worker_init(w) == 0;
@@ -910,6 +916,7 @@ static void *watchdog_main(void *arg)
     int rc;
     (void)arg;
 
+    pthread_setname_np(pthread_self(), "py_watchdog");
     rc = pyr_start(P.boot_err, sizeof P.boot_err);
     pthread_mutex_lock(&P.lock);
     P.boot_rc = rc;

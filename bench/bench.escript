@@ -1,0 +1,200 @@
+#!/usr/bin/env escript
+%% erlang_python benchmarks: prints each figure as the median of several
+%% rounds, next to an Erlang baseline measured in the same run, and the
+%% ratio.  Run with `make bench'.  Figures, not assertions: nothing here fails
+%% because of a number.
+%%! -noshell
+
+-mode(compile).
+-define(ROUNDS, 7).
+
+main(_) ->
+    Root = filename:dirname(filename:dirname(filename:absname(escript:script_name()))),
+    true = code:add_patha(filename:join(Root, "_build/default/lib/erlang_python/ebin")),
+    ok = application:set_env(erlang_python, num_workers, 4),
+    {ok, _} = application:ensure_all_started(erlang_python),
+    {ok, V} = py:version(),
+    io:format("erlang_python benchmarks~n"),
+    io:format("machine: ~b cores (~s), OTP ~s, Python ~s~n", [erlang:system_info(logical_processors_available),
+        erlang:system_info(system_architecture), erlang:system_info(otp_release),
+        hd(binary:split(V, <<" ">>))]),
+    io:format("each figure: median of ~b rounds~n~n", [?ROUNDS]),
+    Echo = start_echo(),
+    latency(Echo),
+    throughput(Echo),
+    data(),
+    callbacks(),
+    idle_cpu(),
+    memory_per_worker(),
+    sleep_scaling(),
+    ok.
+
+%%--------------------------------------------------------------------
+%% sequential latency
+%%--------------------------------------------------------------------
+
+latency(Echo) ->
+    header("Sequential latency (us per call, one caller)"),
+    N = 20000,
+    GS = per_call(fun() -> x = gen_server:call(Echo, x) end, N),
+    row("gen_server:call round trip (baseline)", GS, none),
+    ok = py:exec(<<"import math">>),
+    row("py:call(math, sqrt, [16])  unbound", per_call(fun() -> {ok, 4.0} = py:call(math, sqrt, [16]) end, N), GS),
+    row("py:eval(<<\"1 + 1\">>)        unbound", per_call(fun() -> {ok, 2} = py:eval(<<"1 + 1">>) end, N), GS),
+    row("py:exec(<<\"x = 1\">>)        unbound", per_call(fun() -> ok = py:exec(<<"x = 1">>) end, N), GS),
+    ok = py:bind(),
+    row("py:call(math, sqrt, [16])  bound", per_call(fun() -> {ok, 4.0} = py:call(math, sqrt, [16]) end, N), GS),
+    row("py:eval(<<\"1 + 1\">>)        bound", per_call(fun() -> {ok, 2} = py:eval(<<"1 + 1">>) end, N), GS),
+    row("py:exec(<<\"x = 1\">>)        bound", per_call(fun() -> ok = py:exec(<<"x = 1">>) end, N), GS),
+    ok = py:unbind(),
+    io:format("~n").
+
+%%--------------------------------------------------------------------
+%% throughput
+%%--------------------------------------------------------------------
+
+throughput(Echo) ->
+    header("Throughput: C concurrent callers (us per call = wall time / calls)"),
+    lists:foreach(
+      fun(C) ->
+              Total = 40000,
+              PerCaller = Total div C,
+              GS = median([concurrent(C, PerCaller, fun() -> x = gen_server:call(Echo, x) end)
+                           || _ <- lists:seq(1, ?ROUNDS)]),
+              Py = median([concurrent(C, PerCaller, fun() -> {ok, 4.0} = py:call(math, sqrt, [16]) end)
+                           || _ <- lists:seq(1, ?ROUNDS)]),
+              row(io_lib:format("~2b callers: gen_server:call (baseline)", [C]), GS, none),
+              row(io_lib:format("~2b callers: py:call(math, sqrt, [16])", [C]), Py, GS),
+              io:format("   -> ~b py calls/s~n", [round(1.0e6 / Py)])
+      end, [1, 8, 64]),
+    io:format("~n").
+
+concurrent(C, PerCaller, Fun) ->
+    Parent = self(),
+    T0 = erlang:monotonic_time(nanosecond),
+    Pids = [spawn_link(fun() -> repeat(Fun, PerCaller), Parent ! {done, self()} end)
+            || _ <- lists:seq(1, C)],
+    [receive {done, P} -> ok end || P <- Pids],
+    (erlang:monotonic_time(nanosecond) - T0) / (C * PerCaller) / 1000.
+
+%%--------------------------------------------------------------------
+%% data round trips
+%%--------------------------------------------------------------------
+
+data() ->
+    header("Data round trips through copy.copy vs binary_to_term(term_to_binary(X)) (us)"),
+    ok = py:exec(<<"import copy">>),
+    Docs = [{"100k-integer list", lists:seq(1, 100000)},
+            {"1000-entry map, binary keys",
+             maps:from_list([{integer_to_binary(I), I} || I <- lists:seq(1, 1000)])},
+            {"1 MiB binary", binary:copy(<<"x">>, 1 bsl 20)},
+            {"nested document", doc(4)}],
+    lists:foreach(
+      fun({Name, Term}) ->
+              Base = per_call(fun() -> Term = binary_to_term(term_to_binary(Term)) end, 20),
+              Py = per_call(fun() -> {ok, _} = py:call(copy, copy, [Term]) end, 20),
+              row("ext. term format: " ++ Name, Base, none),
+              row("py:call(copy, copy): " ++ Name, Py, Base)
+      end, Docs),
+    io:format("~n").
+
+doc(0) -> #{<<"id">> => 42, <<"name">> => <<"leaf">>, <<"score">> => 0.5, <<"tags">> => [<<"a">>, <<"b">>]};
+doc(D) -> #{<<"level">> => D, <<"children">> => [doc(D - 1) || _ <- lists:seq(1, 4)],
+            <<"meta">> => #{<<"ok">> => true, <<"n">> => D * 1000}}.
+
+%%--------------------------------------------------------------------
+%% callbacks
+%%--------------------------------------------------------------------
+
+callbacks() ->
+    header("Python -> Erlang callback round trip (us, measured inside Python)"),
+    ok = py:register_function(bench_noop, fun(_) -> ok end),
+    Code = <<"(lambda e, t: (lambda t0: ([e.bench_noop() for _ in range(5000)],"
+             " (t.perf_counter() - t0) / 5000 * 1e6)[1])(t.perf_counter()))"
+             "(__import__('erlang'), __import__('time'))">>,
+    Us = median([begin {ok, X} = py:eval(Code), X end || _ <- lists:seq(1, ?ROUNDS)]),
+    row("erlang.bench_noop() from a synchronous py:eval", Us, none),
+    io:format("~n").
+
+%%--------------------------------------------------------------------
+%% idle CPU and memory
+%%--------------------------------------------------------------------
+
+idle_cpu() ->
+    header("CPU used by the whole VM while the pool is idle"),
+    timer:sleep(200),
+    T0 = cpu_ticks(),
+    timer:sleep(2000),
+    T1 = cpu_ticks(),
+    io:format("  ~.1f% of one core over 2 s (4 workers idle)~n~n", [(T1 - T0) / 2.0]).
+
+cpu_ticks() ->
+    %% utime + stime of this OS process, in 1/100 s.
+    {ok, Stat} = file:read_file("/proc/self/stat"),
+    [_, Rest] = binary:split(Stat, <<") ">>),
+    Fields = binary:split(Rest, <<" ">>, [global]),
+    binary_to_integer(lists:nth(12, Fields)) + binary_to_integer(lists:nth(13, Fields)).
+
+memory_per_worker() ->
+    header("Memory per worker (RSS growth when the pool grows 4 -> 36 workers)"),
+    R0 = rss_kb(),
+    restart_with(36),
+    [{ok, _} = py:eval(<<"1">>) || _ <- lists:seq(1, 100)],
+    R1 = rss_kb(),
+    io:format("  ~b KiB per worker (thread stacks are reserved, not resident)~n~n",
+              [round((R1 - R0) / 32)]),
+    restart_with(4).
+
+rss_kb() ->
+    {ok, S} = file:read_file("/proc/self/status"),
+    {match, [Kb]} = re:run(S, "VmRSS:\\s+(\\d+)", [{capture, all_but_first, binary}]),
+    binary_to_integer(Kb).
+
+%%--------------------------------------------------------------------
+%% GIL-releasing calls scale across workers
+%%--------------------------------------------------------------------
+
+sleep_scaling() ->
+    header("time.sleep(0.001): 32 callers on 16 workers (ms for 320 calls)"),
+    restart_with(16),
+    Ideal = 320 / 16 * 1.0,   % 20 rounds of 16 parallel 1 ms sleeps
+    Ms = median([concurrent(32, 10, fun() -> {ok, none} = py:call(time, sleep, [0.001]) end)
+                 * 320 / 1000 || _ <- lists:seq(1, ?ROUNDS)]),
+    row("ideal (16 in parallel, 1 ms each)", Ideal, none),
+    row("measured", Ms, Ideal),
+    restart_with(4),
+    io:format("~n").
+
+restart_with(N) ->
+    ok = application:stop(erlang_python),
+    ok = application:set_env(erlang_python, num_workers, N),
+    {ok, _} = application:ensure_all_started(erlang_python).
+
+%%--------------------------------------------------------------------
+%% helpers
+%%--------------------------------------------------------------------
+
+start_echo() ->
+    spawn_link(fun Loop() ->
+                       receive {'$gen_call', From, Msg} -> gen_server:reply(From, Msg), Loop() end
+               end).
+
+per_call(Fun, N) ->
+    Fun(),
+    median([begin
+                T0 = erlang:monotonic_time(nanosecond),
+                repeat(Fun, N),
+                (erlang:monotonic_time(nanosecond) - T0) / N / 1000
+            end || _ <- lists:seq(1, ?ROUNDS)]).
+
+repeat(_, 0) -> ok;
+repeat(F, N) -> F(), repeat(F, N - 1).
+
+median(L) -> lists:nth((length(L) + 1) div 2, lists:sort(L)).
+
+header(T) -> io:format("== ~s~n", [T]).
+
+row(Name, Value, none) ->
+    io:format("  ~-52s ~10.2f~n", [Name, float(Value)]);
+row(Name, Value, Base) ->
+    io:format("  ~-52s ~10.2f   (~.2fx)~n", [Name, float(Value), Value / Base]).
