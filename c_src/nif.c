@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "atoms.h"
+#include "py_convert.h"
 #include "py_erlang_mod.h"
 #include "py_runtime.h"
 #include "worker.h"
@@ -13,6 +14,7 @@ static int load_common(ErlNifEnv *env)
 {
     char err[300];
     pyn_atoms_init(env);
+    pyc_init(env);
     if (pyn_resources_init(env) != 0)
         return 1;
     if (pyn_pool_boot(err, sizeof err) != 0) {

@@ -13,6 +13,31 @@
 
 #define PYC_SMALL 64 /* containers up to this size use the C stack */
 
+/* Fast path for small integers.  erts encodes an integer that fits in
+ * 60 bits as an immediate: (value << 4) | 0xF.  pyc_init checks that this
+ * holds in the running VM; if it does not, the enif_* calls are used. */
+static int small_ok;
+#define SMALL_TAG 0xFu
+#define SMALL_MAX ((ErlNifSInt64)1 << 58)
+
+void pyc_init(ErlNifEnv *env)
+{
+    ERL_NIF_TERM a = enif_make_int64(env, 5), b = enif_make_int64(env, -3);
+    small_ok = sizeof(ERL_NIF_TERM) == 8 && a == ((5u << 4) | SMALL_TAG) &&
+               b == (ERL_NIF_TERM)(((ErlNifSInt64)-3 * 16) | SMALL_TAG) &&
+               enif_make_int64(env, SMALL_MAX - 1) == (ERL_NIF_TERM)(((SMALL_MAX - 1) << 4) | SMALL_TAG);
+}
+
+static inline int is_small(ERL_NIF_TERM t)
+{
+    return small_ok && (t & 0xF) == SMALL_TAG;
+}
+
+static inline ErlNifSInt64 small_value(ERL_NIF_TERM t)
+{
+    return (ErlNifSInt64)t >> 4;
+}
+
 /* ---- Erlang -> Python -------------------------------------------------- */
 
 static PyObject *to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth);
@@ -190,6 +215,8 @@ static PyObject *to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth)
     double d;
     ErlNifPid pid;
 
+    if (is_small(t))
+        return PyLong_FromLongLong(small_value(t));
     if (depth > PYC_MAX_DEPTH)
         return too_deep();
     switch (enif_term_type(env, t)) {
@@ -342,7 +369,15 @@ done:
 static int int_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out)
 {
     int overflow;
-    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    long long v;
+
+    /* One-digit ints (|v| < 2**30) are read directly. */
+    if (small_ok && PyLong_CheckExact(o) && Py_SIZE(o) >= -1 && Py_SIZE(o) <= 1) {
+        v = (long long)Py_SIZE(o) * (long long)((PyLongObject *)o)->ob_digit[0];
+        *out = (ERL_NIF_TERM)(((ErlNifSInt64)v * 16) | SMALL_TAG);
+        return 0;
+    }
+    v = PyLong_AsLongLongAndOverflow(o, &overflow);
 
     if (overflow)
         return bigint_term(env, o, overflow < 0, out);
@@ -524,6 +559,8 @@ static int to_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int depth)
         too_deep();
         return -1;
     }
+    if (PyLong_CheckExact(o))
+        return int_term(env, o, out);
     if (o == Py_None) {
         *out = ATOMS.none;
         return 0;

@@ -10,6 +10,8 @@
 
 #define PYC_MAX_DEPTH 10000
 
+/* Checks the VM's integer encoding (fast paths); from load. */
+void pyc_init(ErlNifEnv *env);
 /* New reference, or NULL with a Python exception set (TypeError for terms
  * with no Python counterpart: funs, ports, refs, improper lists). */
 PyObject *pyc_to_py(ErlNifEnv *env, ERL_NIF_TERM t);

@@ -4,6 +4,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <dlfcn.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -19,6 +22,54 @@
 
 static int started;
 static PyThreadState *main_tstate;
+
+/* ---- arena cache ---------------------------------------------------------
+ * CPython's object allocator maps 1 MiB arenas and unmaps each as soon as it
+ * is empty.  Converting a large term fills and empties several arenas per
+ * call, and the map/fault/unmap churn then costs more than the conversion.
+ * This allocator keeps up to PYR_ARENA_CACHE free arenas mapped for reuse
+ * (a bounded amount of memory not returned to the OS). */
+#define PYR_ARENA_CACHE 32
+#define PYR_MMAP_THRESHOLD (32 * 1024 * 1024)
+
+static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *arena_free_list[PYR_ARENA_CACHE];
+static size_t arena_free_size[PYR_ARENA_CACHE];
+static int arena_nfree;
+
+static void *arena_alloc(void *ctx, size_t size)
+{
+    void *p = NULL;
+    (void)ctx;
+    pthread_mutex_lock(&arena_lock);
+    for (int i = arena_nfree - 1; i >= 0; i--) {
+        if (arena_free_size[i] == size) {
+            p = arena_free_list[i];
+            arena_free_list[i] = arena_free_list[--arena_nfree];
+            arena_free_size[i] = arena_free_size[arena_nfree];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&arena_lock);
+    if (p)
+        return p;
+    p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void arena_free(void *ctx, void *ptr, size_t size)
+{
+    (void)ctx;
+    pthread_mutex_lock(&arena_lock);
+    if (arena_nfree < PYR_ARENA_CACHE) {
+        arena_free_list[arena_nfree] = ptr;
+        arena_free_size[arena_nfree++] = size;
+        ptr = NULL;
+    }
+    pthread_mutex_unlock(&arena_lock);
+    if (ptr)
+        munmap(ptr, size);
+}
 
 /* Keeps this shared object mapped for the life of the OS process: the
  * interpreter and our threads hold pointers into it, so a purge of the
@@ -49,6 +100,14 @@ int pyr_start(char *err, size_t errlen)
         /* Someone else embedded Python in this OS process first. */
         snprintf(err, errlen, "Python is already initialized in this process");
         return -1;
+    }
+    /* erts turns glibc's adaptive mmap threshold off, so every block over
+     * 128 KiB (the item array of a 100k-element list, say) was mapped and
+     * unmapped per call.  Blocks under 32 MiB now come from the heap. */
+    mallopt(M_MMAP_THRESHOLD, PYR_MMAP_THRESHOLD);
+    {
+        PyObjectArenaAllocator arenas = {NULL, arena_alloc, arena_free};
+        PyObject_SetArenaAllocator(&arenas);
     }
     if (PyImport_AppendInittab("erlang", pym_init_module) < 0) {
         snprintf(err, errlen, "cannot register the erlang module");

@@ -13,7 +13,7 @@
 #include <erl_nif.h>
 
 #define PYN_MAX_WORKERS 256
-#define PYN_MAX_NEST 64
+#define PYN_MAX_NEST 256
 
 typedef struct pyn_job pyn_job_t;
 typedef struct pyn_worker pyn_worker_t;

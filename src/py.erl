@@ -5,9 +5,9 @@
 %% callback worker, its binding in ETS, or the shared queue), `py_nif:submit/4'
 %% copies it onto a queue and returns at once, a worker thread runs it and
 %% sends `{Ref, Reply}' back, and the caller waits in `receive' with its
-%% timeout.  While waiting, the caller also serves Python's callbacks into
-%% Erlang (`erlang.call') made by its own request.  No gen_server is on the
-%% path of a call.
+%% timeout.  Python's callbacks into Erlang (`erlang.call') made by that
+%% request are served meanwhile, each in a fresh process.  No gen_server is on
+%% the path of a call.
 -module(py).
 
 %% core calls
@@ -438,23 +438,32 @@ deadline(Timeout) -> erlang:monotonic_time(millisecond) + Timeout.
 remaining(infinity) -> infinity;
 remaining(Deadline) -> max(0, Deadline - erlang:monotonic_time(millisecond)).
 
-%% Waits for {Ref, Reply}, serving callbacks of this request meanwhile.
+%% Waits for {Ref, Reply}.  A callback of this request (Python calling
+%% erlang.call) is served in a fresh process, so the deadline keeps running;
+%% that process routes its own py calls to the waiting worker.
 wait(Ref, Job, Deadline) ->
+    wait(Ref, Job, Deadline, none).
+
+wait(Ref, Job, Deadline, Serving) ->
     receive
         {Ref, {'$py_cb', ReplyTo, Name, Args}} ->
-            py_callback:serve(ReplyTo, element(1, ReplyTo), Name, Args),
-            wait(Ref, Job, Deadline);
+            Pid = spawn(py_callback, serve, [ReplyTo, element(1, ReplyTo), Name, Args]),
+            wait(Ref, Job, Deadline, Pid);
         {Ref, Reply} ->
             result(Reply)
     after remaining(Deadline) ->
         case py_nif:cancel(Job) of
             ok ->
+                stop_serving(Serving),
                 flush(Ref),
                 {error, timeout};
             sent ->
                 receive {Ref, Reply} -> result(Reply) end
         end
     end.
+
+stop_serving(none) -> ok;
+stop_serving(Pid) -> exit(Pid, kill).
 
 %% After a cancel returned ok nothing more is sent for Ref; drop what came.
 flush(Ref) ->

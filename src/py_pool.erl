@@ -97,9 +97,8 @@ handle_call({unbind, Pid}, _From, State) ->
         error -> {reply, ok, State}
     end;
 handle_call({unbind_ctx, Res, Gen}, _From, State) ->
-    case find(fun(#worker{res = R, bound = B}) ->
-                      R =:= Res andalso element(1, B) =:= context
-                          andalso element(3, B) =:= Gen
+    case find(fun(#worker{res = R, bound = {context, _, G}}) -> R =:= Res andalso G =:= Gen;
+                 (#worker{}) -> false
               end, State) of
         {ok, W} -> {reply, ok, checkin(W, State)};
         error -> {reply, ok, State}
