@@ -13,14 +13,23 @@
 -type where() :: shared | {nested, worker()} | {worker(), pos_integer()}.
 -export_type([worker/0, job/0, where/0]).
 
+%% Loads priv/py_nif.so, or the library named by the environment variable
+%% ERLANG_PYTHON_NIF (a path without ".so"; `make asan' uses it).
 -spec init() -> ok | {error, term()}.
 init() ->
-    Dir = case code:priv_dir(erlang_python) of
-              {error, bad_name} ->
-                  filename:join(filename:dirname(filename:dirname(code:which(?MODULE))), "priv");
-              D -> D
-          end,
-    erlang:load_nif(filename:join(Dir, "py_nif"), 0).
+    Path = case os:getenv("ERLANG_PYTHON_NIF") of
+               false ->
+                   Dir = case code:priv_dir(erlang_python) of
+                             {error, bad_name} ->
+                                 filename:join(filename:dirname(
+                                                 filename:dirname(code:which(?MODULE))), "priv");
+                             D -> D
+                         end,
+                   filename:join(Dir, "py_nif");
+               Override ->
+                   filename:rootname(Override, ".so")
+           end,
+    erlang:load_nif(Path, 0).
 
 %% @doc Queues a request; returns the job handle or an error atom.
 -spec submit(where(), reference(), tuple(), boolean()) -> job() | atom().
