@@ -4,6 +4,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#define PY_SSIZE_T_CLEAN
+#include <Python.h> /* version macros only: no Python call is made here */
+
 #include "atoms.h"
 #include "py_convert.h"
 #include "py_erlang_mod.h"
@@ -73,6 +76,10 @@ static ERL_NIF_TERM nif_submit(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
         kind = PYN_JOB_EXEC;
     else if (enif_is_identical(req[0], ATOMS.stream_eval) && rn == 3)
         kind = PYN_JOB_STREAM_EVAL;
+    else if (enif_is_identical(req[0], ATOMS.async_call) && rn == 6)
+        kind = PYN_JOB_ASYNC;
+    else if (enif_is_identical(req[0], ATOMS.async_stream) && rn == 6)
+        kind = PYN_JOB_ASYNC_STREAM;
     else
         return enif_make_badarg(env);
 
@@ -222,7 +229,108 @@ static ERL_NIF_TERM nif_version(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
     return bin;
 }
 
+/* async_reply(Ref) -> Handle: where a coroutine's outcome goes. */
+static ERL_NIF_TERM nif_async_reply(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    pyn_areply_t *r;
+    ERL_NIF_TERM t;
+    (void)argc;
+    if (!enif_is_ref(env, argv[0]))
+        return enif_make_badarg(env);
+    if (!(r = pyn_areply_new(env, argv[0])))
+        return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+    t = enif_make_resource(env, r);
+    enif_release_resource(r);
+    return t;
+}
+
+static ERL_NIF_TERM nif_async_cancel(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    pyn_areply_t *r;
+    (void)argc;
+    if (!enif_get_resource(env, argv[0], pyn_areply_type, (void **)&r))
+        return enif_make_badarg(env);
+    return pyn_areply_cancel(r);
+}
+
+static ERL_NIF_TERM nif_sem_info(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    int cur, max;
+    (void)argc;
+    (void)argv;
+    pyn_sem_info(&cur, &max);
+    return enif_make_tuple2(env, enif_make_int(env, cur), enif_make_int(env, max));
+}
+
+static ERL_NIF_TERM nif_sem_set_max(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    int max;
+    (void)argc;
+    if (!enif_get_int(env, argv[0], &max) || max < 1)
+        return enif_make_badarg(env);
+    pyn_sem_set_max(env, max);
+    return ATOMS.ok;
+}
+
+/* slot_acquire(Ref) -> Job; {Ref, ok} arrives when the slot is granted. */
+static ERL_NIF_TERM nif_slot_acquire(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    pyn_job_t *j;
+    ERL_NIF_TERM err, t;
+    (void)argc;
+    if (!(j = pyn_job_new(PYN_JOB_SLOT)))
+        return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+    j->ref = enif_make_copy(j->env, argv[0]);
+    if (pyn_slot_request(env, j, &err) != 0) {
+        enif_release_resource(j);
+        return err;
+    }
+    t = enif_make_resource(env, j);
+    enif_release_resource(j);
+    return t;
+}
+
+static ERL_NIF_TERM nif_slot_release(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    pyn_job_t *j;
+    (void)argc;
+    if (!enif_get_resource(env, argv[0], pyn_job_type, (void **)&j))
+        return enif_make_badarg(env);
+    return pyn_slot_release(env, j) ? ATOMS.true : ATOMS.false;
+}
+
+static ERL_NIF_TERM nif_clear_caches(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)env;
+    (void)argc;
+    (void)argv;
+    pyn_broadcast(PYN_JOB_CLEAR_CACHES);
+    return ATOMS.ok;
+}
+
+/* execution_info() -> {Mode, SubinterpSupported} for this Python build. */
+static ERL_NIF_TERM nif_execution_info(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    (void)argv;
+#if defined(Py_GIL_DISABLED)
+    return enif_make_tuple2(env, enif_make_atom(env, "free_threaded"), ATOMS.true);
+#elif PY_VERSION_HEX >= 0x030C0000
+    return enif_make_tuple2(env, enif_make_atom(env, "multi_executor"), ATOMS.true);
+#else
+    return enif_make_tuple2(env, enif_make_atom(env, "multi_executor"), ATOMS.false);
+#endif
+}
+
 static ErlNifFunc funcs[] = {
+    {"async_reply", 1, nif_async_reply, 0},
+    {"async_cancel", 1, nif_async_cancel, 0},
+    {"sem_info", 0, nif_sem_info, 0},
+    {"sem_set_max", 1, nif_sem_set_max, 0},
+    {"slot_acquire", 1, nif_slot_acquire, 0},
+    {"slot_release", 1, nif_slot_release, 0},
+    {"clear_caches", 0, nif_clear_caches, 0},
+    {"execution_info", 0, nif_execution_info, 0},
     {"submit", 4, nif_submit, 0},
     {"cancel", 1, nif_cancel, 0},
     {"pool_attach", 3, nif_pool_attach, 0},

@@ -523,24 +523,24 @@ static int iter_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int depth)
     return 0;
 }
 
-/* Objects outside the type table: integers-like (__index__), objects with
- * tolist() (numpy arrays and scalars), else str(obj). */
+/* Objects outside the type table: objects with tolist() (numpy arrays and
+ * scalars), integer-likes (__index__), else str(obj). */
 static int fallback_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int depth)
 {
     PyObject *r;
     int rc;
 
+    if (PyObject_HasAttrString(o, "tolist")) { /* numpy arrays and scalars */
+        if (!(r = PyObject_CallMethod(o, "tolist", NULL)))
+            return -1;
+        rc = to_term(env, r, out, depth + 1);
+        Py_DECREF(r);
+        return rc;
+    }
     if (PyIndex_Check(o)) {
         if (!(r = PyNumber_Index(o)))
             return -1;
         rc = int_term(env, r, out);
-        Py_DECREF(r);
-        return rc;
-    }
-    if (PyObject_HasAttrString(o, "tolist")) {
-        if (!(r = PyObject_CallMethod(o, "tolist", NULL)))
-            return -1;
-        rc = to_term(env, r, out, depth + 1);
         Py_DECREF(r);
         return rc;
     }

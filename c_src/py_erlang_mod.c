@@ -8,6 +8,7 @@
 #include "atoms.h"
 #include "py_convert.h"
 #include "py_erlang_mod.h"
+#include "py_exec.h"
 #include "worker.h"
 
 static PyObject *ErlangError;
@@ -72,6 +73,87 @@ int pym_pid_get(PyObject *o, ErlNifPid *pid)
 PyObject *pym_interrupt_exc(void)
 {
     return Interrupted;
+}
+
+/* ---- erlang._Reply: delivers a coroutine's outcome -------------------- */
+
+typedef struct {
+    PyObject_HEAD pyn_areply_t *r;
+} ReplyObject;
+
+static void reply_dealloc(PyObject *self)
+{
+    ReplyObject *o = (ReplyObject *)self;
+    if (o->r)
+        enif_release_resource(o->r);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyObject *reply_send(ReplyObject *o, ERL_NIF_TERM reply, ErlNifEnv *m)
+{
+    int sent = pyn_areply_send(o->r, m, reply);
+    enif_free_env(m);
+    return PyBool_FromLong(sent);
+}
+
+static PyObject *reply_result(PyObject *self, PyObject *value)
+{
+    ErlNifEnv *m = enif_alloc_env();
+    ERL_NIF_TERM t;
+    if (pyc_to_term(m, value, &t) < 0) {
+        /* The value cannot be converted: the caller gets that error. */
+        PyObject *type, *val, *tb;
+        PyErr_Fetch(&type, &val, &tb);
+        PyErr_NormalizeException(&type, &val, &tb);
+        t = pyx_exception_term(m, type, val, tb);
+        Py_XDECREF(type);
+        Py_XDECREF(val);
+        Py_XDECREF(tb);
+        return reply_send((ReplyObject *)self, t, m);
+    }
+    return reply_send((ReplyObject *)self, enif_make_tuple2(m, ATOMS.ok, t), m);
+}
+
+static PyObject *reply_exception(PyObject *self, PyObject *exc)
+{
+    ErlNifEnv *m;
+    PyObject *tb;
+    ERL_NIF_TERM t;
+
+    if (!PyExceptionInstance_Check(exc)) {
+        PyErr_SetString(PyExc_TypeError, "exception(exc): exc must be an exception");
+        return NULL;
+    }
+    m = enif_alloc_env();
+    tb = PyException_GetTraceback(exc); /* new reference or NULL */
+    t = pyx_exception_term(m, (PyObject *)Py_TYPE(exc), exc, tb);
+    Py_XDECREF(tb);
+    return reply_send((ReplyObject *)self, t, m);
+}
+
+static PyMethodDef reply_methods[] = {
+    {"result", reply_result, METH_O, "result(value): send {ok, value} to the caller."},
+    {"exception", reply_exception, METH_O, "exception(exc): send the error to the caller."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ReplyType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "erlang._Reply",
+    .tp_basicsize = sizeof(ReplyObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Where the outcome of py:async_call goes (internal).",
+    .tp_dealloc = reply_dealloc,
+    .tp_methods = reply_methods,
+};
+
+PyObject *pym_reply_new(pyn_areply_t *r)
+{
+    ReplyObject *o = PyObject_New(ReplyObject, &ReplyType);
+    if (o) {
+        enif_keep_resource(r);
+        o->r = r;
+    }
+    return (PyObject *)o;
 }
 
 /* ---- erlang.call ------------------------------------------------------ */
@@ -318,7 +400,7 @@ PyObject *pym_init_module(void)
 {
     PyObject *mod = NULL, *r = NULL;
 
-    if (PyType_Ready(&PidType) < 0)
+    if (PyType_Ready(&PidType) < 0 || PyType_Ready(&ReplyType) < 0)
         return NULL;
     if (!(mod = PyModule_Create(&moddef)))
         return NULL;

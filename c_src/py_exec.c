@@ -6,6 +6,7 @@
 
 #include "atoms.h"
 #include "py_convert.h"
+#include "py_erlang_mod.h"
 #include "py_exec.h"
 
 #define PYX_CODE_CACHE_MAX 1024
@@ -172,11 +173,25 @@ static PyObject *format_traceback(PyObject *type, PyObject *value, PyObject *tb)
     return text;
 }
 
+ERL_NIF_TERM pyx_exception_term(ErlNifEnv *env, PyObject *type, PyObject *value, PyObject *tb)
+{
+    PyObject *msg = value ? PyObject_Str(value) : NULL, *text;
+    ERL_NIF_TERM tterm = type_term(env, type), mterm, tbterm;
+
+    mterm = text_term(env, msg, "<exception str() failed>");
+    text = format_traceback(type, value, tb);
+    tbterm = text_term(env, text, "");
+    Py_XDECREF(msg);
+    Py_XDECREF(text);
+    PyErr_Clear();
+    return enif_make_tuple3(env, ATOMS.py_error, enif_make_tuple2(env, tterm, mterm), tbterm);
+}
+
 /* Turns the pending exception into {'$py_error', {Type, Msg}, Traceback}. */
 static ERL_NIF_TERM error_term(ErlNifEnv *env, pyn_job_t *j)
 {
-    PyObject *type = NULL, *value = NULL, *tb = NULL, *msg = NULL, *text = NULL;
-    ERL_NIF_TERM tterm, mterm, tbterm;
+    PyObject *type = NULL, *value = NULL, *tb = NULL;
+    ERL_NIF_TERM t;
 
     PyErr_Fetch(&type, &value, &tb);
     if (!type)
@@ -185,23 +200,16 @@ static ERL_NIF_TERM error_term(ErlNifEnv *env, pyn_job_t *j)
                                                  text_term(env, NULL, "unknown error")),
                                 text_term(env, NULL, ""));
     PyErr_NormalizeException(&type, &value, &tb);
-    if (j->cancelled) { /* nobody will read it: skip the formatting */
-        tterm = mterm = tbterm = ATOMS.cancelled;
-        goto done;
-    }
-    tterm = type_term(env, type);
-    msg = value ? PyObject_Str(value) : NULL;
-    mterm = text_term(env, msg, "<exception str() failed>");
-    text = format_traceback(type, value, tb);
-    tbterm = text_term(env, text, "");
-done:
-    Py_XDECREF(msg);
-    Py_XDECREF(text);
+    if (j->cancelled) /* nobody will read it: skip the formatting */
+        t = enif_make_tuple3(env, ATOMS.py_error,
+                             enif_make_tuple2(env, ATOMS.cancelled, ATOMS.cancelled), ATOMS.cancelled);
+    else
+        t = pyx_exception_term(env, type, value, tb);
     Py_XDECREF(type);
     Py_XDECREF(value);
     Py_XDECREF(tb);
     PyErr_Clear();
-    return enif_make_tuple3(env, ATOMS.py_error, enif_make_tuple2(env, tterm, mterm), tbterm);
+    return t;
 }
 
 /* ---- call ---------------------------------------------------------------- */
@@ -501,6 +509,39 @@ static PyObject *do_code(pyx_state_t *st, ErlNifEnv *env, ERL_NIF_TERM src, ERL_
     return res;
 }
 
+/* ---- asyncio -------------------------------------------------------------- */
+
+/* Calls Func(*Args, **Kwargs) for a coroutine and hands it, with the reply
+ * handle in el[5], to _erlang_python.start_coroutine (the event loop runs
+ * on its own thread).  Returns None once it is scheduled. */
+static PyObject *do_async(pyx_state_t *st, ErlNifEnv *env, const ERL_NIF_TERM *el, int stream)
+{
+    static PyObject *start;
+    pyn_areply_t *r;
+    PyObject *coro = NULL, *reply = NULL, *res = NULL;
+
+    if (!enif_get_resource(env, el[5], pyn_areply_type, (void **)&r)) {
+        PyErr_SetString(PyExc_TypeError, "malformed async request");
+        return NULL;
+    }
+    if (!start) {
+        PyObject *mod = PyImport_ImportModule("_erlang_python");
+        if (!mod)
+            return NULL;
+        start = PyObject_GetAttrString(mod, "start_coroutine");
+        Py_DECREF(mod);
+        if (!start)
+            return NULL;
+    }
+    if (!(coro = do_call(st, env, el)))
+        return NULL;
+    if ((reply = pym_reply_new(r)))
+        res = PyObject_CallFunctionObjArgs(start, coro, reply, stream ? Py_True : Py_False, NULL);
+    Py_XDECREF(reply);
+    Py_DECREF(coro);
+    return res;
+}
+
 /* ---- dispatch ------------------------------------------------------------ */
 
 ERL_NIF_TERM pyx_run(pyn_worker_t *w, pyn_job_t *j)
@@ -514,6 +555,11 @@ ERL_NIF_TERM pyx_run(pyn_worker_t *w, pyn_job_t *j)
 
     if (j->kind == PYN_JOB_WIPE) {
         wipe(st);
+        return ATOMS.ok;
+    }
+    if (j->kind == PYN_JOB_CLEAR_CACHES) {
+        fn_cache_clear(st);
+        PyDict_Clear(st->modules);
         return ATOMS.ok;
     }
     if (!enif_get_tuple(env, j->req, &arity, &el) || arity < 3) {
@@ -532,6 +578,10 @@ ERL_NIF_TERM pyx_run(pyn_worker_t *w, pyn_job_t *j)
     case PYN_JOB_EXEC:
         res = do_code(st, env, el[1], el[2], Py_file_input);
         break;
+    case PYN_JOB_ASYNC:
+    case PYN_JOB_ASYNC_STREAM:
+        res = arity == 6 ? do_async(st, env, el, j->kind == PYN_JOB_ASYNC_STREAM) : NULL;
+        break;
     default:
         PyErr_SetString(PyExc_TypeError, "unknown request");
         break;
@@ -541,7 +591,7 @@ ERL_NIF_TERM pyx_run(pyn_worker_t *w, pyn_job_t *j)
             PyErr_SetString(PyExc_TypeError, "malformed request");
         return error_term(env, j);
     }
-    if (j->kind == PYN_JOB_EXEC) {
+    if (j->kind == PYN_JOB_EXEC || j->kind == PYN_JOB_ASYNC || j->kind == PYN_JOB_ASYNC_STREAM) {
         Py_DECREF(res);
         return ATOMS.ok;
     }

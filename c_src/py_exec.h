@@ -3,12 +3,17 @@
 #ifndef PYN_PY_EXEC_H
 #define PYN_PY_EXEC_H
 
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
 #include <erl_nif.h>
 #include "worker.h"
 
 /* Creates / destroys the worker's namespace and caches (w->py). */
 int pyx_worker_init(pyn_worker_t *w);
 void pyx_worker_fini(pyn_worker_t *w);
+
+/* {'$py_error', {Type, Message}, Traceback} for an exception. */
+ERL_NIF_TERM pyx_exception_term(ErlNifEnv *env, PyObject *type, PyObject *value, PyObject *tb);
 
 /* Runs job j on w and returns its reply, built in j->env:
  * {ok, Term} | ok | {'$py_error', {Type, Message}, Traceback}. */

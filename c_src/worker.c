@@ -26,6 +26,7 @@
 #define PYN_SPIN_NS 60000
 
 ErlNifResourceType *pyn_job_type;
+ErlNifResourceType *pyn_areply_type;
 ErlNifResourceType *pyn_worker_type;
 ErlNifResourceType *pyn_waiter_type;
 
@@ -40,6 +41,8 @@ static struct {
     int nall;
     int nfree;   /* in service and unbound: can serve the shared queue */
     pyn_worker_t *spinner; /* the worker polling for work, if any */
+    int sem_max, sem_cur;  /* overload semaphore: slots, slots held */
+    pyn_queue_t slot_wait; /* requests waiting for a slot */
     int nidle;             /* parked unbound workers in service */
     int pending; /* queued requests (control jobs not counted) */
     int running; /* attached and not shut down */
@@ -58,6 +61,7 @@ static struct {
     .wd_cond = PTHREAD_COND_INITIALIZER,
     .boot_cond = PTHREAD_COND_INITIALIZER,
     .grace_ms = 1000,
+    .sem_max = 5,
 };
 
 int64_t pyn_now_ms(void)
@@ -112,6 +116,8 @@ static void job_dtor(ErlNifEnv *env, void *obj)
     (void)env;
     if (j->env)
         enif_free_env(j->env);
+    if (j->target)
+        enif_release_resource(j->target);
 }
 
 /* Sends {Ref, {error, Reason}} for a job whose env nobody else uses, and
@@ -142,60 +148,117 @@ static void reply_error_running(ErlNifEnv *caller_env, pyn_job_t *j, ERL_NIF_TER
     j->cancelled = 1;
 }
 
-/* Takes a queued job off its queue (lock held); the caller releases the
- * queue's reference after unlocking. */
-static void drop_queued(pyn_job_t *j)
-{
-    q_remove(j);
-    if (j->has_caller)
-        P.pending--;
-    j->state = PYN_JS_DONE;
-}
-
 static void kick_watchdog(void)
 {
     P.wd_kick = 1;
     pthread_cond_signal(&P.wd_cond);
 }
 
-/* Caller gave up or died.  Lock held.  Returns 1 if the job was removed
- * from a queue (its queue reference must then be released). */
-static int cancel_locked(pyn_job_t *j)
+/* Pushes j (a queued job's reference) onto a list of jobs to demonitor and
+ * release once the lock is dropped (release_dropped). */
+static void drop_later(pyn_job_t *j, pyn_job_t **dropped)
 {
-    switch (j->state) {
-    case PYN_JS_QUEUED:
-        drop_queued(j);
-        j->cancelled = 1;
-        return 1;
-    case PYN_JS_RUNNING:
-        j->cancelled = 1;
-        if (j->worker)
-            pthread_cond_signal(&j->worker->cond);
-        kick_watchdog();
-        return 0;
-    default:
-        j->cancelled = 1;
-        return 0;
+    j->next = *dropped;
+    *dropped = j;
+}
+
+/* ---- overload semaphore (pool lock held) ------------------------------- */
+
+static void enqueue_locked(pyn_job_t *j);
+static int target_error(pyn_job_t *j, ERL_NIF_TERM *err);
+static void reply_error_owned(ErlNifEnv *caller_env, pyn_job_t *j, ERL_NIF_TERM reason);
+
+/* Hands free slots to waiting requests, in order. */
+static void admit_locked(ErlNifEnv *env, pyn_job_t **dropped)
+{
+    pyn_job_t *j;
+    ERL_NIF_TERM err;
+
+    while (P.sem_cur < P.sem_max && (j = q_pop(&P.slot_wait))) {
+        j->has_slot = 1;
+        P.sem_cur++;
+        if (j->kind == PYN_JOB_SLOT) {
+            /* Granted: the job now stands for the slot its caller holds. */
+            ERL_NIF_TERM msg = enif_make_tuple2(j->env, j->ref, ATOMS.ok);
+            enif_send(env, &j->caller, j->env, msg);
+            j->state = PYN_JS_RUNNING;
+            continue;
+        }
+        if (target_error(j, &err)) { /* its worker went away meanwhile */
+            P.pending--;
+            j->state = PYN_JS_DONE;
+            reply_error_owned(env, j, err);
+            j->has_slot = 0;
+            P.sem_cur--;
+            drop_later(j, dropped);
+            continue;
+        }
+        enqueue_locked(j);
     }
 }
 
+static void slot_release_locked(ErlNifEnv *env, pyn_job_t *j, pyn_job_t **dropped)
+{
+    if (!j->has_slot)
+        return;
+    j->has_slot = 0;
+    P.sem_cur--;
+    admit_locked(env, dropped);
+}
+
+/* Takes a queued job off its queue (lock held) and gives back its slot;
+ * the job goes onto *dropped. */
+static void drop_queued(ErlNifEnv *env, pyn_job_t *j, pyn_job_t **dropped)
+{
+    q_remove(j);
+    if (j->has_caller && j->kind != PYN_JOB_SLOT)
+        P.pending--;
+    j->state = PYN_JS_DONE;
+    slot_release_locked(env, j, dropped);
+    drop_later(j, dropped);
+}
+
+/* Caller gave up or died.  Lock held.  A queued job is dropped (onto
+ * *dropped); returns 1 if it was still waiting for a semaphore slot. */
+static int cancel_locked(ErlNifEnv *env, pyn_job_t *j, pyn_job_t **dropped)
+{
+    int waited_for_slot = 0;
+
+    switch (j->state) {
+    case PYN_JS_QUEUED:
+        waited_for_slot = j->queue == &P.slot_wait;
+        drop_queued(env, j, dropped);
+        break;
+    case PYN_JS_RUNNING:
+        if (j->kind == PYN_JOB_SLOT) { /* a held slot: its holder is gone */
+            j->state = PYN_JS_DONE;
+            slot_release_locked(env, j, dropped);
+            drop_later(j, dropped);
+            break;
+        }
+        if (j->worker)
+            pthread_cond_signal(&j->worker->cond);
+        kick_watchdog();
+        break;
+    default:
+        break;
+    }
+    j->cancelled = 1;
+    return waited_for_slot;
+}
+
+static void release_dropped(ErlNifEnv *env, pyn_job_t *list);
+
 static void job_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon)
 {
-    pyn_job_t *j = obj;
-    int removed;
-    (void)env;
+    pyn_job_t *j = obj, *dropped = NULL;
     (void)pid;
     (void)mon;
     pthread_mutex_lock(&P.lock);
     j->monitored = 0;
-    removed = cancel_locked(j);
-    if (removed && j->env) {
-        enif_free_env(j->env);
-        j->env = NULL;
-    }
+    (void)cancel_locked(env, j, &dropped);
     pthread_mutex_unlock(&P.lock);
-    if (removed)
-        enif_release_resource(j);
+    release_dropped(env, dropped);
 }
 
 static void worker_dtor(ErlNifEnv *env, void *obj)
@@ -230,8 +293,54 @@ static void waiter_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor
     pthread_mutex_unlock(&wt->lock);
 }
 
+static void areply_dtor(ErlNifEnv *env, void *obj)
+{
+    pyn_areply_t *r = obj;
+    (void)env;
+    if (r->env)
+        enif_free_env(r->env);
+    pthread_mutex_destroy(&r->lock);
+}
+
+pyn_areply_t *pyn_areply_new(ErlNifEnv *env, ERL_NIF_TERM ref)
+{
+    pyn_areply_t *r = enif_alloc_resource(pyn_areply_type, sizeof *r);
+    if (!r)
+        return NULL;
+    memset(r, 0, sizeof *r);
+    pthread_mutex_init(&r->lock, NULL);
+    enif_self(env, &r->caller);
+    r->env = enif_alloc_env();
+    r->ref = enif_make_copy(r->env, ref);
+    return r;
+}
+
+int pyn_areply_send(pyn_areply_t *r, ErlNifEnv *msg_env, ERL_NIF_TERM reply)
+{
+    int sent = 0;
+    pthread_mutex_lock(&r->lock);
+    if (!r->done) {
+        ERL_NIF_TERM msg = enif_make_tuple2(msg_env, enif_make_copy(msg_env, r->ref), reply);
+        enif_send(NULL, &r->caller, msg_env, msg);
+        r->done = r->sent = sent = 1;
+    }
+    pthread_mutex_unlock(&r->lock);
+    return sent;
+}
+
+ERL_NIF_TERM pyn_areply_cancel(pyn_areply_t *r)
+{
+    ERL_NIF_TERM t;
+    pthread_mutex_lock(&r->lock);
+    t = r->sent ? ATOMS.sent : ATOMS.ok;
+    r->done = 1;
+    pthread_mutex_unlock(&r->lock);
+    return t;
+}
+
 int pyn_resources_init(ErlNifEnv *env)
 {
+    ErlNifResourceTypeInit ri = {.dtor = areply_dtor};
     ErlNifResourceFlags fl = ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER;
     ErlNifResourceTypeInit ji = {.dtor = job_dtor, .down = job_down};
     ErlNifResourceTypeInit wi = {.dtor = worker_dtor};
@@ -240,7 +349,8 @@ int pyn_resources_init(ErlNifEnv *env)
     pyn_job_type = enif_open_resource_type_x(env, "py_job", &ji, fl, NULL);
     pyn_worker_type = enif_open_resource_type_x(env, "py_worker", &wi, fl, NULL);
     pyn_waiter_type = enif_open_resource_type_x(env, "py_waiter", &ti, fl, NULL);
-    return (pyn_job_type && pyn_worker_type && pyn_waiter_type) ? 0 : -1;
+    pyn_areply_type = enif_open_resource_type_x(env, "py_async_reply", &ri, fl, NULL);
+    return (pyn_job_type && pyn_worker_type && pyn_waiter_type && pyn_areply_type) ? 0 : -1;
 }
 
 /* ---- jobs ---------------------------------------------------------------- */
@@ -275,8 +385,11 @@ static void wake_one_free(void)
 
 /* Whether a new job for target (NULL: shared queue) will probably wait for
  * a worker.  A hint, read without the lock. */
-static int likely_to_wait(pyn_worker_t *target)
+static int likely_to_wait(pyn_worker_t *target, int nested)
 {
+    if (!nested && __atomic_load_n(&P.sem_cur, __ATOMIC_RELAXED) >=
+                       __atomic_load_n(&P.sem_max, __ATOMIC_RELAXED))
+        return 1; /* will wait for a semaphore slot */
     if (!target)
         return __atomic_load_n(&P.shared.head, __ATOMIC_RELAXED) != NULL ||
                (__atomic_load_n(&P.spinner, __ATOMIC_RELAXED) == NULL &&
@@ -285,91 +398,182 @@ static int likely_to_wait(pyn_worker_t *target)
            __atomic_load_n(&target->own.head, __ATOMIC_RELAXED) != NULL;
 }
 
+/* Why job cannot go to its target now (lock held): 0 if it can. */
+static int target_error(pyn_job_t *j, ERL_NIF_TERM *err)
+{
+    pyn_worker_t *t = j->target;
+
+    if (!P.running)
+        *err = ATOMS.not_running;
+    else if (!t)
+        *err = P.nfree == 0 ? ATOMS.no_workers_available : 0;
+    else if (t->state != PYN_W_ALIVE)
+        *err = ATOMS.worker_crashed;
+    else if (!j->nested && (!t->bound || t->gen != j->gen))
+        *err = ATOMS.context_not_bound;
+    else
+        *err = 0;
+    return *err != 0;
+}
+
+/* Puts a job on its target's queue and wakes a worker (lock held). */
+static void enqueue_locked(pyn_job_t *j)
+{
+    pyn_worker_t *t = j->target;
+
+    if (!t) {
+        q_push(&P.shared, j);
+        wake_one_free();
+    } else if (j->nested) {
+        q_push(&t->nested, j);
+        pthread_cond_signal(&t->cond);
+    } else {
+        q_push(&t->own, j);
+        if (P.spinner != t)
+            pthread_cond_signal(&t->cond);
+    }
+}
+
 int pyn_submit(ErlNifEnv *env, pyn_job_t *job, pyn_worker_t *target, int nested,
                uint64_t gen, ERL_NIF_TERM *err)
 {
     enif_self(env, &job->caller);
     job->has_caller = 1;
+    job->target = target;
+    job->nested = nested;
+    job->gen = gen;
+    if (target)
+        enif_keep_resource(target);
     /* A job that will wait in a queue is tied to its caller's life, so that
      * it is dropped if the caller dies first.  A job that starts at once
      * skips the monitor (it costs about as much as the rest of the call);
      * it is monitored later only if it waits for a callback. */
-    if (likely_to_wait(target) && enif_monitor_process(env, job, &job->caller, &job->mon) == 0)
+    if (likely_to_wait(target, nested) && enif_monitor_process(env, job, &job->caller, &job->mon) == 0)
         job->monitored = 1;
 
     pthread_mutex_lock(&P.lock);
-    if (!P.running) {
-        *err = ATOMS.not_running;
-        goto refuse;
-    }
-    if (!target) {
-        if (P.nfree == 0) {
-            *err = ATOMS.no_workers_available;
-            goto refuse;
+    if (target_error(job, err)) {
+        pthread_mutex_unlock(&P.lock);
+        if (job->monitored) {
+            enif_demonitor_process(env, job, &job->mon);
+            job->monitored = 0;
         }
-        q_push(&P.shared, job);
-        wake_one_free();
-    } else if (nested) {
-        if (target->state != PYN_W_ALIVE) {
-            *err = ATOMS.worker_crashed;
-            goto refuse;
-        }
-        q_push(&target->nested, job);
-        pthread_cond_signal(&target->cond);
-    } else {
-        if (target->state != PYN_W_ALIVE) {
-            *err = ATOMS.worker_crashed;
-            goto refuse;
-        }
-        if (!target->bound || target->gen != gen) {
-            *err = ATOMS.context_not_bound;
-            goto refuse;
-        }
-        q_push(&target->own, job);
-        if (P.spinner != target)
-            pthread_cond_signal(&target->cond);
+        job->has_caller = 0;
+        return -1;
     }
     job->state = PYN_JS_QUEUED;
     P.pending++;
     enif_keep_resource(job); /* the queue's reference */
+    if (nested) {
+        enqueue_locked(job); /* nested work never waits for a slot */
+    } else if (P.sem_cur < P.sem_max && !P.slot_wait.head) {
+        job->has_slot = 1;
+        P.sem_cur++;
+        enqueue_locked(job);
+    } else {
+        q_push(&P.slot_wait, job);
+    }
     pthread_mutex_unlock(&P.lock);
     return 0;
-
-refuse:
-    pthread_mutex_unlock(&P.lock);
-    if (job->monitored) {
-        enif_demonitor_process(env, job, &job->mon);
-        job->monitored = 0;
-    }
-    job->has_caller = 0;
-    return -1;
 }
 
 ERL_NIF_TERM pyn_cancel(ErlNifEnv *env, pyn_job_t *j)
 {
-    ERL_NIF_TERM r;
-    int removed = 0;
+    ERL_NIF_TERM r = ATOMS.ok;
+    pyn_job_t *dropped = NULL;
+    int cur = 0, max = 0;
 
     pthread_mutex_lock(&P.lock);
     if (j->state == PYN_JS_DONE && !j->cancelled) {
         r = ATOMS.sent; /* the reply is in the caller's mailbox */
-    } else {
-        removed = cancel_locked(j);
-        r = ATOMS.ok;
-        if (removed && j->env) {
-            enif_free_env(j->env);
-            j->env = NULL;
-        }
+    } else if (cancel_locked(env, j, &dropped)) {
+        cur = P.sem_cur;
+        max = P.sem_max;
+        r = 0;
     }
     pthread_mutex_unlock(&P.lock);
-    if (removed) {
-        if (j->monitored) {
-            enif_demonitor_process(env, j, &j->mon);
-            j->monitored = 0;
-        }
-        enif_release_resource(j);
-    }
+    release_dropped(env, dropped);
+    if (!r)
+        r = enif_make_tuple3(env, ATOMS.overloaded, enif_make_int(env, cur), enif_make_int(env, max));
     return r;
+}
+
+void pyn_sem_info(int *current, int *max)
+{
+    pthread_mutex_lock(&P.lock);
+    *current = P.sem_cur;
+    *max = P.sem_max;
+    pthread_mutex_unlock(&P.lock);
+}
+
+void pyn_sem_set_max(ErlNifEnv *env, int max)
+{
+    pyn_job_t *dropped = NULL;
+    pthread_mutex_lock(&P.lock);
+    P.sem_max = max;
+    admit_locked(env, &dropped);
+    pthread_mutex_unlock(&P.lock);
+    release_dropped(env, dropped);
+}
+
+int pyn_slot_request(ErlNifEnv *env, pyn_job_t *j, ERL_NIF_TERM *err)
+{
+    enif_self(env, &j->caller);
+    j->has_caller = 1;
+    /* Always monitored: a slot must come back when its holder dies. */
+    if (enif_monitor_process(env, j, &j->caller, &j->mon) != 0) {
+        *err = ATOMS.badarg;
+        j->has_caller = 0;
+        return -1;
+    }
+    j->monitored = 1;
+    pthread_mutex_lock(&P.lock);
+    j->state = PYN_JS_QUEUED;
+    enif_keep_resource(j); /* the queue's, then the held slot's reference */
+    q_push(&P.slot_wait, j);
+    {
+        pyn_job_t *dropped = NULL;
+        admit_locked(env, &dropped);
+        pthread_mutex_unlock(&P.lock);
+        release_dropped(env, dropped);
+    }
+    return 0;
+}
+
+int pyn_slot_release(ErlNifEnv *env, pyn_job_t *j)
+{
+    pyn_job_t *dropped = NULL;
+    int held = 0;
+
+    pthread_mutex_lock(&P.lock);
+    if (j->kind == PYN_JOB_SLOT && j->state == PYN_JS_RUNNING) {
+        held = 1;
+        j->state = PYN_JS_DONE;
+        j->cancelled = 1;
+        slot_release_locked(env, j, &dropped);
+        drop_later(j, &dropped);
+    }
+    pthread_mutex_unlock(&P.lock);
+    release_dropped(env, dropped);
+    return held;
+}
+
+void pyn_broadcast(pyn_kind_t kind)
+{
+    pyn_worker_t *ws[PYN_MAX_WORKERS];
+    int n;
+
+    pthread_mutex_lock(&P.lock);
+    n = P.nworkers;
+    for (int i = 0; i < n; i++) {
+        ws[i] = P.workers[i];
+        enif_keep_resource(ws[i]);
+    }
+    pthread_mutex_unlock(&P.lock);
+    for (int i = 0; i < n; i++) {
+        (void)pyn_worker_control(ws[i], kind);
+        enif_release_resource(ws[i]);
+    }
 }
 
 /* ---- running a job (worker thread, GIL held) -------------------------- */
@@ -377,6 +581,7 @@ ERL_NIF_TERM pyn_cancel(ErlNifEnv *env, pyn_job_t *j)
 static void finish_job(pyn_worker_t *w, pyn_job_t *j, ERL_NIF_TERM result)
 {
     int clear_interrupt;
+    pyn_job_t *dropped = NULL;
 
     pthread_mutex_lock(&P.lock);
     if (j->has_caller && !j->cancelled) {
@@ -387,7 +592,9 @@ static void finish_job(pyn_worker_t *w, pyn_job_t *j, ERL_NIF_TERM result)
     w->current = j->prev; /* back to the job it was nested in */
     j->prev = NULL;
     clear_interrupt = j->interrupt_sent;
+    slot_release_locked(NULL, j, &dropped);
     pthread_mutex_unlock(&P.lock);
+    release_dropped(NULL, dropped);
 
     if (clear_interrupt)
         pyr_clear_interrupt(w->py_tid);
@@ -617,8 +824,8 @@ static int retire_locked(ErlNifEnv *env, pyn_worker_t *w, ERL_NIF_TERM reason,
             P.pending--;
         j->state = PYN_JS_DONE;
         reply_error_owned(env, j, reason);
-        j->next = *dropped;
-        *dropped = j;
+        slot_release_locked(env, j, dropped);
+        drop_later(j, dropped);
     }
     for (j = w->current; j; j = j->prev)
         reply_error_running(env, j, reason);
@@ -724,12 +931,14 @@ static void retire_all(ErlNifEnv *env, ERL_NIF_TERM reason)
         if (retire_locked(env, w, reason, &dropped))
             rel[nrel++] = w;
     }
-    while ((j = q_pop(&P.shared))) {
-        P.pending--;
+    /* Waiting requests first, so that none is admitted meanwhile. */
+    while ((j = q_pop(&P.slot_wait)) || (j = q_pop(&P.shared))) {
+        if (j->kind != PYN_JOB_SLOT)
+            P.pending--;
         j->state = PYN_JS_DONE;
         reply_error_owned(env, j, reason);
-        j->next = dropped;
-        dropped = j;
+        slot_release_locked(env, j, &dropped);
+        drop_later(j, &dropped);
     }
     pthread_mutex_unlock(&P.lock);
     release_dropped(env, dropped);

@@ -28,7 +28,11 @@ typedef enum {
     PYN_JOB_EXEC,
     PYN_JOB_STREAM,
     PYN_JOB_STREAM_EVAL,
-    PYN_JOB_WIPE /* control: clear the worker's namespace, no reply */
+    PYN_JOB_ASYNC,        /* start a coroutine on the asyncio loop */
+    PYN_JOB_ASYNC_STREAM, /* drain an async generator on the asyncio loop */
+    PYN_JOB_WIPE,         /* control: clear the worker's namespace, no reply */
+    PYN_JOB_CLEAR_CACHES, /* control: forget cached modules and callables */
+    PYN_JOB_SLOT          /* a semaphore slot held by a process, no Python */
 } pyn_kind_t;
 
 typedef enum { PYN_JS_NEW, PYN_JS_QUEUED, PYN_JS_RUNNING, PYN_JS_DONE } pyn_jstate_t;
@@ -52,6 +56,10 @@ struct pyn_job {
     ErlNifEnv *env; /* owns ref and req; the reply is built in it */
     ERL_NIF_TERM ref, req;
     pyn_worker_t *worker; /* worker running it (pool lock) */
+    pyn_worker_t *target; /* where it goes (kept), NULL: shared queue */
+    int nested;           /* to target's nested queue (bypasses the semaphore) */
+    uint64_t gen;         /* the binding generation it was sent under */
+    int has_slot;         /* holds a slot of the overload semaphore */
 };
 
 typedef struct {
@@ -95,6 +103,18 @@ typedef struct {
     ERL_NIF_TERM result;
 } pyn_waiter_t;
 
+/* Where the result of a coroutine goes: shared by the Erlang handle of
+ * py:async_call and the Python object that delivers the result. */
+typedef struct {
+    pthread_mutex_t lock;
+    int done;     /* sent, or the caller gave up: nothing more is sent */
+    int sent;
+    ErlNifPid caller;
+    ErlNifEnv *env; /* holds ref */
+    ERL_NIF_TERM ref;
+} pyn_areply_t;
+
+extern ErlNifResourceType *pyn_areply_type;
 extern ErlNifResourceType *pyn_job_type;
 extern ErlNifResourceType *pyn_worker_type;
 extern ErlNifResourceType *pyn_waiter_type;
@@ -135,8 +155,28 @@ pyn_job_t *pyn_job_new(pyn_kind_t kind);
 int pyn_submit(ErlNifEnv *env, pyn_job_t *job, pyn_worker_t *target, int nested,
                uint64_t gen, ERL_NIF_TERM *err);
 /* Caller gave up (timeout).  Returns ATOMS.ok if no reply will ever be sent,
- * ATOMS.sent if the reply was already sent. */
+ * ATOMS.sent if the reply was already sent, {overloaded, Current, Max} if
+ * the job was still waiting for a semaphore slot. */
 ERL_NIF_TERM pyn_cancel(ErlNifEnv *env, pyn_job_t *job);
+
+/* The overload semaphore: every request that is not nested holds a slot
+ * from submit until it ends; requests that find none wait, in order.  A
+ * PYN_JOB_SLOT job is a slot held by a process (py_semaphore:acquire). */
+void pyn_sem_info(int *current, int *max);
+void pyn_sem_set_max(ErlNifEnv *env, int max);
+/* Queues a slot request; {Ref, ok} is sent when granted.  0 or -1. */
+int pyn_slot_request(ErlNifEnv *env, pyn_job_t *job, ERL_NIF_TERM *err);
+/* Gives back a slot held by a PYN_JOB_SLOT job.  1 if it held one. */
+int pyn_slot_release(ErlNifEnv *env, pyn_job_t *job);
+/* Makes an async reply handle for the calling process (one reference). */
+pyn_areply_t *pyn_areply_new(ErlNifEnv *env, ERL_NIF_TERM ref);
+/* Sends {Ref, Reply} (reply built in msg_env, which the caller frees)
+ * unless already sent or given up.  Any thread.  1 if sent. */
+int pyn_areply_send(pyn_areply_t *r, ErlNifEnv *msg_env, ERL_NIF_TERM reply);
+/* The caller gives up: ATOMS.ok (nothing will come) or ATOMS.sent. */
+ERL_NIF_TERM pyn_areply_cancel(pyn_areply_t *r);
+/* Queues a control job on every worker in service. */
+void pyn_broadcast(pyn_kind_t kind);
 
 /* Counters for py_pool:get_stats/0. */
 void pyn_stats(int *workers, int *bound, int *pending);

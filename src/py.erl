@@ -28,6 +28,14 @@
          with_context/1]).
 %% Python calling Erlang
 -export([register_function/2, register_function/3, unregister_function/1]).
+%% runtime utilities
+-export([async_call/3, async_call/4, async_await/1, async_await/2, async_gather/1,
+         async_stream/3, async_stream/4,
+         memory_stats/0, gc/0, gc/1, tracemalloc_start/0, tracemalloc_start/1,
+         tracemalloc_stop/0,
+         activate_venv/1, deactivate_venv/0, venv_info/0,
+         reload/1,
+         execution_mode/0, num_executors/0, subinterp_supported/0, parallel/1]).
 %% shared state
 -export([state_store/2, state_fetch/1, state_remove/1, state_keys/0, state_clear/0,
          state_incr/1, state_incr/2, state_decr/1, state_decr/2]).
@@ -46,9 +54,14 @@
 -type timeout_ms() :: non_neg_integer() | infinity.
 -type error_reason() :: {atom() | binary(), binary()}  % a Python exception
                       | timeout | no_workers_available | worker_crashed
-                      | not_running | {badarg, atom()}.
+                      | not_running | {badarg, atom()}
+                      | {overloaded, non_neg_integer(), pos_integer()}.
 -opaque ctx() :: {py_ctx, reference(), pos_integer()}.
 -opaque async_ref() :: {py_async, reference(), reference() | {error, error_reason()}}.
+-opaque coro_ref() :: {py_coro, reference(), reference() | {error, error_reason()}}.
+-export_type([coro_ref/0]).
+
+-define(RT, '_erlang_python').
 
 %%====================================================================
 %% Core calls
@@ -302,6 +315,207 @@ unregister_function(Name) ->
     py_callback:unregister(Name).
 
 %%====================================================================
+%% asyncio: coroutines run on one event loop with a thread of its own
+%%====================================================================
+
+%% @doc Starts coroutine function `Module.Func(*Args)' on the event loop and
+%% returns at once; collect the outcome with `async_await/1,2'.
+-spec async_call(name(), name(), list()) -> coro_ref().
+async_call(Module, Func, Args) ->
+    async_call(Module, Func, Args, #{}).
+
+%% @doc `async_call/3' with keyword arguments.
+-spec async_call(name(), name(), list(), map()) -> coro_ref().
+async_call(Module, Func, Args, Kwargs) ->
+    start_coroutine(async_call, Module, Func, Args, Kwargs).
+
+%% @doc Waits (default 30 s) for a coroutine started by `async_call/3,4'.
+-spec async_await(coro_ref()) -> {ok, term()} | {error, error_reason()}.
+async_await(Ref) ->
+    async_await(Ref, ?TIMEOUT).
+
+%% @doc Waits at most `Timeout' ms.  After a timeout the coroutine's late
+%% outcome is dropped, never delivered to the mailbox.
+-spec async_await(coro_ref(), timeout_ms()) -> {ok, term()} | {error, error_reason()}.
+async_await({py_coro, _Ref, {error, _} = Error}, _Timeout) ->
+    Error;
+async_await({py_coro, Ref, Reply}, Timeout) ->
+    case valid_timeout(Timeout) of
+        false -> {error, {badarg, timeout}};
+        true ->
+            receive {Ref, R} -> result(R)
+            after Timeout ->
+                case py_nif:async_cancel(Reply) of
+                    ok -> {error, timeout};
+                    sent -> receive {Ref, R} -> result(R) end
+                end
+            end
+    end.
+
+%% @doc Runs coroutine functions concurrently on the event loop; `{ok,
+%% Results}' in order, or the first error (in list order).
+-spec async_gather([{name(), name(), list()}]) -> {ok, list()} | {error, error_reason()}.
+async_gather(Calls) when is_list(Calls) ->
+    Refs = [async_call(M, F, A) || {M, F, A} <- Calls],
+    collect(fun async_await/2, Refs, deadline(?TIMEOUT), []).
+
+%% @doc Drains async generator `Module.Func(*Args)' into a list.
+-spec async_stream(name(), name(), list()) -> {ok, list()} | {error, error_reason()}.
+async_stream(Module, Func, Args) ->
+    async_stream(Module, Func, Args, #{}).
+
+%% @doc `async_stream/3' with keyword arguments.
+-spec async_stream(name(), name(), list(), map()) -> {ok, list()} | {error, error_reason()}.
+async_stream(Module, Func, Args, Kwargs) ->
+    async_await(start_coroutine(async_stream, Module, Func, Args, Kwargs)).
+
+start_coroutine(Kind, Module, Func, Args, Kwargs) ->
+    Ref = make_ref(),
+    case check_call(Module, Func, Args, Kwargs, ?TIMEOUT) of
+        ok ->
+            Reply = py_nif:async_reply(Ref),
+            case run(route(), {Kind, Module, Func, Args, Kwargs, Reply}, ?TIMEOUT) of
+                ok -> {py_coro, Ref, Reply};
+                {error, _} = Error -> {py_coro, Ref, Error}
+            end;
+        Error ->
+            {py_coro, Ref, Error}
+    end.
+
+%% Awaits handles in order against one deadline; on the first error the
+%% others are given up (their late outcomes are dropped).
+collect(_Await, [], _Deadline, Acc) ->
+    {ok, lists:reverse(Acc)};
+collect(Await, [H | T], Deadline, Acc) ->
+    case Await(H, remaining(Deadline)) of
+        {ok, V} -> collect(Await, T, Deadline, [V | Acc]);
+        Error ->
+            _ = [Await(X, 0) || X <- T],
+            Error
+    end.
+
+%%====================================================================
+%% Memory and garbage collection (run on a worker, never a scheduler)
+%%====================================================================
+
+%% @doc Interpreter memory figures: `gc_stats', `gc_count', `gc_threshold',
+%% `gc_enabled', `tracemalloc', and while tracing `traced_memory_current'
+%% and `traced_memory_peak' (bytes).
+-spec memory_stats() -> {ok, #{atom() => term()}} | {error, error_reason()}.
+memory_stats() ->
+    case call(?RT, memory_stats, []) of
+        {ok, Map} ->
+            Stats = maps:from_list([{binary_to_atom(K, utf8), V} || {K, V} <- maps:to_list(Map)]),
+            GcStats = [maps:from_list([{binary_to_atom(K, utf8), V} || {K, V} <- maps:to_list(G)])
+                       || G <- maps:get(gc_stats, Stats)],
+            {ok, Stats#{gc_stats := GcStats}};
+        Error ->
+            Error
+    end.
+
+%% @doc Full garbage collection; the number of objects collected.
+-spec gc() -> {ok, non_neg_integer()} | {error, error_reason()}.
+gc() ->
+    gc(2).
+
+%% @doc Garbage collection of generations 0..Gen.
+-spec gc(0..2) -> {ok, non_neg_integer()} | {error, error_reason()}.
+gc(Gen) when is_integer(Gen), Gen >= 0, Gen =< 2 ->
+    call(?RT, collect, [Gen]).
+
+%% @doc Starts tracing Python allocations (1 frame per trace).
+-spec tracemalloc_start() -> ok | {error, error_reason()}.
+tracemalloc_start() ->
+    tracemalloc_start(1).
+
+%% @doc Starts tracing, keeping `Frames' frames per allocation.
+-spec tracemalloc_start(pos_integer()) -> ok | {error, error_reason()}.
+tracemalloc_start(Frames) when is_integer(Frames), Frames >= 1 ->
+    ok_result(call(?RT, tracemalloc_start, [Frames])).
+
+%% @doc Stops tracing.
+-spec tracemalloc_stop() -> ok | {error, error_reason()}.
+tracemalloc_stop() ->
+    ok_result(call(?RT, tracemalloc_stop, [])).
+
+%%====================================================================
+%% Virtual environments
+%%====================================================================
+
+%% @doc Makes a virtualenv's site-packages importable in every worker (ahead
+%% of the system's), until `deactivate_venv/0'.
+-spec activate_venv(file:filename_all()) -> ok | {error, {not_a_venv, binary()} | error_reason()}.
+activate_venv(Path) ->
+    Bin = unicode:characters_to_binary(Path),
+    case filelib:is_regular(filename:join(Bin, <<"pyvenv.cfg">>)) of
+        false -> {error, {not_a_venv, Bin}};
+        true -> forget_modules(call(?RT, activate_venv, [Bin]))
+    end.
+
+%% @doc Undoes `activate_venv/1' (ok also when none is active).
+-spec deactivate_venv() -> ok | {error, error_reason()}.
+deactivate_venv() ->
+    forget_modules(call(?RT, deactivate_venv, [])).
+
+%% @doc `{ok, #{<<"active">> => false}}', or the active venv's `path',
+%% `site_packages' and `python_version'.
+-spec venv_info() -> {ok, #{binary() => term()}} | {error, error_reason()}.
+venv_info() ->
+    call(?RT, venv_info, []).
+
+%% @doc Reloads a Python module; every worker, bound or not, sees the new
+%% code afterwards.
+-spec reload(name()) -> ok | {error, error_reason()}.
+reload(Module) when is_atom(Module); is_binary(Module) ->
+    Name = case is_atom(Module) of true -> atom_to_binary(Module, utf8); false -> Module end,
+    forget_modules(call(?RT, reload, [Name])).
+
+%% Workers cache modules and callables: after sys.modules changed, each
+%% worker drops its caches before its next request.
+forget_modules({ok, _}) ->
+    py_nif:clear_caches();
+forget_modules(Error) ->
+    Error.
+
+ok_result({ok, _}) -> ok;
+ok_result(Error) -> Error.
+
+%%====================================================================
+%% Execution model
+%%====================================================================
+
+%% @doc How this Python build runs code: `multi_executor' (several worker
+%% threads sharing one GIL: CPython up to 3.12), `free_threaded' (no GIL) or
+%% `subinterp'.
+-spec execution_mode() -> free_threaded | subinterp | multi_executor.
+execution_mode() ->
+    element(1, py_nif:execution_info()).
+
+%% @doc The number of threads running Python requests (workers in service).
+-spec num_executors() -> non_neg_integer().
+num_executors() ->
+    maps:get(num_workers, py_nif:stats()).
+
+%% @doc Whether this Python build has per-interpreter GILs (3.12+).
+-spec subinterp_supported() -> boolean().
+subinterp_supported() ->
+    element(2, py_nif:execution_info()).
+
+%% @doc Runs the calls concurrently, each on any free worker (never on the
+%% caller's bound worker); `{ok, Results}' in order, or the first error.
+-spec parallel([{name(), name(), list()}]) -> {ok, list()} | {error, error_reason()}.
+parallel(Calls) when is_list(Calls) ->
+    Handles = [begin
+                   Ref = make_ref(),
+                   Job = case check_call(M, F, A, #{}, ?TIMEOUT) of
+                             ok -> submit(shared, Ref, {call, M, F, A, #{}}, false);
+                             Error -> Error
+                         end,
+                   {py_async, Ref, Job}
+               end || {M, F, A} <- Calls],
+    collect(fun await/2, Handles, deadline(?TIMEOUT), []).
+
+%%====================================================================
 %% Shared state (ETS; keys: atoms are stored as binaries, so Erlang's
 %% `counter', `<<"counter">>' and Python's 'counter' are one key)
 %%====================================================================
@@ -458,7 +672,11 @@ wait(Ref, Job, Deadline, Serving) ->
                 flush(Ref),
                 {error, timeout};
             sent ->
-                receive {Ref, Reply} -> result(Reply) end
+                receive {Ref, Reply} -> result(Reply) end;
+            {overloaded, _, _} = Overloaded ->
+                %% It never got a slot of the overload semaphore.
+                flush(Ref),
+                {error, Overloaded}
         end
     end.
 

@@ -3,6 +3,8 @@
 %% at once: none of them runs Python on the calling scheduler.
 -module(py_nif).
 
+-export([async_reply/1, async_cancel/1, sem_info/0, sem_set_max/1, slot_acquire/1,
+         slot_release/1, clear_caches/0, execution_info/0]).
 -export([submit/4, cancel/1, pool_attach/3, pool_shutdown/0, worker_start/1,
          worker_retire/1, worker_bind/2, stats/0, cb_reply/2, version/0]).
 
@@ -35,8 +37,9 @@ init() ->
 -spec submit(where(), reference(), tuple(), boolean()) -> job() | atom().
 submit(_Where, _Ref, _Req, _Sync) -> erlang:nif_error(not_loaded).
 
-%% @doc The caller gives up on a job: `ok' (no reply will come) or `sent'.
--spec cancel(job()) -> ok | sent.
+%% @doc The caller gives up on a job: `ok' (no reply will come), `sent', or
+%% `{overloaded, Current, Max}' if it never got a semaphore slot.
+-spec cancel(job()) -> ok | sent | {overloaded, non_neg_integer(), pos_integer()}.
 cancel(_Job) -> erlang:nif_error(not_loaded).
 
 %% @doc Registers the pool and callback-runner processes; retires old workers.
@@ -70,3 +73,35 @@ cb_reply(_To, _Reply) -> erlang:nif_error(not_loaded).
 %% @doc The embedded interpreter's version string.
 -spec version() -> binary().
 version() -> erlang:nif_error(not_loaded).
+
+%% @doc A handle where the outcome of a coroutine is sent as `{Ref, Reply}'.
+-spec async_reply(reference()) -> reference().
+async_reply(_Ref) -> erlang:nif_error(not_loaded).
+
+%% @doc Gives up on a coroutine's outcome: `ok' (it will not come) or `sent'.
+-spec async_cancel(reference()) -> ok | sent.
+async_cancel(_Reply) -> erlang:nif_error(not_loaded).
+
+%% @doc `{SlotsHeld, Max}' of the overload semaphore.
+-spec sem_info() -> {non_neg_integer(), pos_integer()}.
+sem_info() -> erlang:nif_error(not_loaded).
+
+%% @doc Sets the number of slots (waiting requests are admitted at once).
+-spec sem_set_max(pos_integer()) -> ok.
+sem_set_max(_Max) -> erlang:nif_error(not_loaded).
+
+%% @doc Asks for a slot held by the caller; `{Ref, ok}' comes when granted.
+-spec slot_acquire(reference()) -> job() | atom().
+slot_acquire(_Ref) -> erlang:nif_error(not_loaded).
+
+%% @doc Gives back a slot from `slot_acquire/1'; whether it was held.
+-spec slot_release(job()) -> boolean().
+slot_release(_Job) -> erlang:nif_error(not_loaded).
+
+%% @doc Every worker drops its module and callable caches.
+-spec clear_caches() -> ok.
+clear_caches() -> erlang:nif_error(not_loaded).
+
+%% @doc `{ExecutionMode, SubinterpSupported}' of this Python build.
+-spec execution_info() -> {free_threaded | subinterp | multi_executor, boolean()}.
+execution_info() -> erlang:nif_error(not_loaded).

@@ -60,12 +60,16 @@ init([]) ->
     N = application:get_env(erlang_python, num_workers, 4),
     Grace = application:get_env(erlang_python, cancel_grace_ms, 1000),
     _ = ets:new(?BINDINGS, [named_table, protected, set, {read_concurrency, true}]),
+    Max = application:get_env(erlang_python, max_concurrent,
+                              erlang:system_info(schedulers) * 2 + 1),
     Runner = whereis(py_callback),
+    ok = py_nif:sem_set_max(Max),
     ok = py_nif:pool_attach(self(), Runner, Grace),
     State0 = #{workers => #{}, next_id => 1, owners => #{}},
     case start_workers(N, State0) of
         {ok, State} ->
-            case add_python_path(application:get_env(erlang_python, python_path, [])) of
+            RtDir = filename:join(code:priv_dir(erlang_python), "python"),
+            case add_python_path([RtDir | application:get_env(erlang_python, python_path, [])]) of
                 ok -> {ok, State};
                 Error -> {stop, Error}
             end;

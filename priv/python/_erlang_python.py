@@ -1,0 +1,179 @@
+"""Runtime helpers of erlang_python.
+
+Imported by the NIF (start_coroutine) and called through ordinary requests
+from src/py.erl (memory, venv, reload).  Everything here runs on a worker
+thread holding the GIL, except the asyncio event loop, which runs forever on
+a thread of its own started on first use.
+"""
+import asyncio
+import gc
+import glob
+import importlib
+import inspect
+import os
+import site
+import sys
+import threading
+import tracemalloc
+
+# ---- asyncio ---------------------------------------------------------------
+
+_loop = None
+_loop_lock = threading.Lock()
+
+
+def _event_loop():
+    """The event loop thread, started once (a real loop, not polling)."""
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+
+            def run():
+                asyncio.set_event_loop(loop)
+                loop.call_soon(ready.set)
+                loop.run_forever()
+
+            threading.Thread(target=run, name="erlang_python_asyncio", daemon=True).start()
+            ready.wait()
+            _loop = loop
+        return _loop
+
+
+async def _drain(agen):
+    return [item async for item in agen]
+
+
+async def _await(awaitable):
+    return await awaitable
+
+
+def _deliver(future, reply):
+    try:
+        if future.cancelled():
+            reply.exception(asyncio.CancelledError("the coroutine was cancelled"))
+        elif future.exception() is not None:
+            reply.exception(future.exception())
+        else:
+            reply.result(future.result())
+    except BaseException as e:  # the result could not be converted
+        reply.exception(e)
+
+
+def start_coroutine(obj, reply, stream):
+    """Schedules obj (a coroutine, or an async generator to drain) on the
+    loop; reply gets the outcome.  Raises TypeError at once for anything
+    else, so that py:async_call reports it to its caller."""
+    if stream:
+        if not hasattr(obj, "__aiter__"):
+            raise TypeError("%s is not an async generator or async iterable" % type(obj).__name__)
+        coro = _drain(obj)
+    elif inspect.isawaitable(obj):
+        coro = _await(obj)
+    else:
+        raise TypeError("%s is not a coroutine or awaitable" % type(obj).__name__)
+    future = asyncio.run_coroutine_threadsafe(coro, _event_loop())
+    future.add_done_callback(lambda f: _deliver(f, reply))
+
+
+# ---- memory ----------------------------------------------------------------
+
+def memory_stats():
+    stats = {
+        "gc_stats": gc.get_stats(),
+        "gc_count": list(gc.get_count()),
+        "gc_threshold": list(gc.get_threshold()),
+        "gc_enabled": gc.isenabled(),
+        "tracemalloc": tracemalloc.is_tracing(),
+    }
+    if tracemalloc.is_tracing():
+        current, peak = tracemalloc.get_traced_memory()
+        stats["traced_memory_current"] = current
+        stats["traced_memory_peak"] = peak
+    return stats
+
+
+def collect(generation=2):
+    return gc.collect(generation)
+
+
+def tracemalloc_start(frames=1):
+    if not tracemalloc.is_tracing():
+        tracemalloc.start(frames)
+
+
+def tracemalloc_stop():
+    tracemalloc.stop()
+
+
+# ---- virtual environments --------------------------------------------------
+
+_venv = None
+
+
+def activate_venv(path):
+    """Makes the venv's site-packages importable (ahead of the system's),
+    as `source bin/activate' would for a new interpreter."""
+    global _venv
+    path = os.path.abspath(path)
+    if not os.path.isfile(os.path.join(path, "pyvenv.cfg")):
+        raise ValueError("%s is not a virtual environment (no pyvenv.cfg)" % path)
+    wanted = "python%d.%d" % sys.version_info[:2]
+    candidates = sorted(glob.glob(os.path.join(path, "lib", "python*", "site-packages")))
+    matching = [c for c in candidates if os.path.basename(os.path.dirname(c)) == wanted]
+    if not candidates:
+        raise ValueError("%s has no lib/python*/site-packages" % path)
+    site_packages = (matching or candidates)[0]
+    if _venv is not None:
+        deactivate_venv()
+    before = list(sys.path)
+    site.addsitedir(site_packages)  # also runs its .pth files
+    added = [p for p in sys.path if p not in before]
+    sys.path[:] = added + before
+    old_env = os.environ.get("VIRTUAL_ENV")
+    os.environ["VIRTUAL_ENV"] = path
+    importlib.invalidate_caches()
+    _venv = {"path": path, "site_packages": site_packages, "added": added, "old_env": old_env}
+    return venv_info()
+
+
+def deactivate_venv():
+    """Undoes activate_venv: its paths leave sys.path and the modules loaded
+    from it leave sys.modules."""
+    global _venv
+    if _venv is None:
+        return False
+    venv, _venv = _venv, None
+    sys.path[:] = [p for p in sys.path if p not in venv["added"]]
+    prefix = venv["path"] + os.sep
+    for name, mod in list(sys.modules.items()):
+        f = getattr(mod, "__file__", None) or ""
+        if f.startswith(prefix):
+            del sys.modules[name]
+    if venv["old_env"] is None:
+        os.environ.pop("VIRTUAL_ENV", None)
+    else:
+        os.environ["VIRTUAL_ENV"] = venv["old_env"]
+    importlib.invalidate_caches()
+    return True
+
+
+def venv_info():
+    if _venv is None:
+        return {"active": False}
+    return {"active": True, "path": _venv["path"], "site_packages": _venv["site_packages"],
+            "python_version": "%d.%d" % sys.version_info[:2]}
+
+
+# ---- reload ----------------------------------------------------------------
+
+def reload(name):
+    """Reloads a module (imports it if it was not); the module object is
+    shared by every worker, so all of them see the new code."""
+    module = sys.modules.get(name)
+    if module is None:
+        importlib.import_module(name)
+        return False
+    importlib.reload(module)
+    return True
