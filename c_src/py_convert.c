@@ -464,6 +464,24 @@ static ERL_NIF_TERM make_map(ErlNifEnv *env, ERL_NIF_TERM *keys, ERL_NIF_TERM *v
     return map;
 }
 
+/* Set while converting a request's result: a dict too large for a flat
+ * map then stops the conversion (as an error, with etf_wanted set) so that
+ * the result is sent in external format instead (py_etf.c). */
+static __thread int etf_ok, etf_wanted;
+
+int pyc_result_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int *wants_etf)
+{
+    int rc;
+    etf_ok = 1;
+    etf_wanted = 0;
+    rc = to_term(env, o, out, 0);
+    etf_ok = 0;
+    *wants_etf = rc < 0 && etf_wanted;
+    if (*wants_etf)
+        PyErr_Clear();
+    return rc;
+}
+
 static int dict_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int depth)
 {
     Py_ssize_t n = PyDict_Size(o), pos = 0, i = 0;
@@ -471,6 +489,11 @@ static int dict_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int depth)
     PyObject *k, *v;
     int rc = -1;
 
+    if (n > PYC_FLATMAP_MAX && etf_ok) {
+        etf_wanted = 1;
+        PyErr_SetString(PyExc_RuntimeError, "large dict: encode the result instead");
+        return -1;
+    }
     if (n > PYC_SMALL && !(keys = malloc(sizeof *keys * 2 * (size_t)n))) {
         PyErr_NoMemory();
         return -1;

@@ -20,6 +20,10 @@ int pyc_to_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out);
 /* A name (atom or binary) as a new str reference; NULL with TypeError or
  * ValueError (empty, NUL byte, not UTF-8) set. */
 PyObject *pyc_name(ErlNifEnv *env, ERL_NIF_TERM t);
+/* pyc_to_term for a request's result.  When it returns -1 with *wants_etf
+ * set (no exception pending), the result holds a dict of more than 32
+ * keys: encode it with py_etf.h instead, or convert it with pyc_to_term. */
+int pyc_result_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int *wants_etf);
 /* Drains any iterable into a list term (stream results). */
 int pyc_iter_to_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out);
 /* A UTF-8 binary term of a str (surrogates passed through). */

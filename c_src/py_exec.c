@@ -7,6 +7,7 @@
 #include "atoms.h"
 #include "py_convert.h"
 #include "py_erlang_mod.h"
+#include "py_etf.h"
 #include "py_exec.h"
 
 #define PYX_CODE_CACHE_MAX 1024
@@ -595,10 +596,22 @@ ERL_NIF_TERM pyx_run(pyn_worker_t *w, pyn_job_t *j)
         Py_DECREF(res);
         return ATOMS.ok;
     }
-    if (j->kind == PYN_JOB_STREAM || j->kind == PYN_JOB_STREAM_EVAL)
+    if (j->kind == PYN_JOB_STREAM || j->kind == PYN_JOB_STREAM_EVAL) {
         rc = pyc_iter_to_term(env, res, &out);
-    else
-        rc = pyc_to_term(env, res, &out);
+    } else {
+        int wants_etf;
+        rc = pyc_result_term(env, res, &out, &wants_etf);
+        if (wants_etf) {
+            /* Large dicts: the caller's binary_to_term builds the maps. */
+            rc = pye_encode_ok(env, res, &out);
+            if (rc == 0) {
+                Py_DECREF(res);
+                return enif_make_tuple2(env, ATOMS.py_etf, out);
+            }
+            if (rc > 0) /* keys that may collide: convert directly */
+                rc = pyc_to_term(env, res, &out);
+        }
+    }
     Py_DECREF(res);
     if (rc < 0)
         return error_term(env, j);

@@ -644,6 +644,29 @@ static int work_visible(pyn_worker_t *w)
            __atomic_load_n(&w->state, __ATOMIC_RELAXED) != PYN_W_ALIVE;
 }
 
+/* Polls (lock not held) until one of three words is non-zero or
+ * PYN_SPIN_NS passes.  The words are hints; the caller re-checks them under
+ * the lock. */
+static void poll_until(int *a, pyn_job_t **b, int *c)
+{
+    struct timespec ts;
+    int64_t until;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    until = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + PYN_SPIN_NS;
+    for (unsigned i = 1;; i++) {
+        if (__atomic_load_n(a, __ATOMIC_ACQUIRE) || __atomic_load_n(b, __ATOMIC_RELAXED) ||
+            __atomic_load_n(c, __ATOMIC_RELAXED))
+            return;
+        cpu_relax();
+        if ((i & 63) == 0) {
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            if ((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec >= until)
+                return;
+        }
+    }
+}
+
 /* Polls for up to PYN_SPIN_NS.  Called and returns with the lock held. */
 static void spin(pyn_worker_t *w)
 {
@@ -1042,7 +1065,7 @@ int pyn_callback_wait(pyn_worker_t *w, uint64_t id, ErlNifEnv **env, ERL_NIF_TER
     void *ts = pyr_gil_release();
     pyn_job_t *me = w->current, *j;
     pyn_cbslot_t *slot = NULL;
-    int rc = -1;
+    int rc = -1, spun = 0;
 
     pthread_mutex_lock(&P.lock);
     for (int i = w->depth - 1; i >= 0; i--)
@@ -1068,6 +1091,14 @@ int pyn_callback_wait(pyn_worker_t *w, uint64_t id, ErlNifEnv **env, ERL_NIF_TER
             ts = pyr_gil_release();
             pthread_mutex_lock(&P.lock);
             w->waiting = 1;
+            continue;
+        }
+        if (!spun) {
+            /* Poll first: an Erlang function usually answers in a few us. */
+            spun = 1;
+            pthread_mutex_unlock(&P.lock);
+            poll_until(&slot->ready, &w->nested.head, &me->cancelled);
+            pthread_mutex_lock(&P.lock);
             continue;
         }
         pthread_cond_wait(&w->cond, &P.lock);

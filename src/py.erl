@@ -692,6 +692,9 @@ flush(Ref) ->
 result({'$py_error', Error, Traceback}) ->
     put(?TRACEBACK, Traceback),
     {error, Error};
+result({'$py_etf', Bin}) ->
+    %% A result holding large dicts, encoded by the worker (c_src/py_etf.c).
+    binary_to_term(Bin);
 result(Reply) ->
     Reply.
 
