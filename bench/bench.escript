@@ -11,6 +11,8 @@
 main(_) ->
     Root = filename:dirname(filename:dirname(filename:absname(escript:script_name()))),
     true = code:add_patha(filename:join(Root, "_build/default/lib/erlang_python/ebin")),
+    ok = logger:set_primary_config(level, warning),
+    ok = application:load(erlang_python),
     ok = application:set_env(erlang_python, num_workers, 4),
     {ok, _} = application:ensure_all_started(erlang_python),
     {ok, V} = py:version(),
@@ -136,13 +138,17 @@ cpu_ticks() ->
     binary_to_integer(lists:nth(12, Fields)) + binary_to_integer(lists:nth(13, Fields)).
 
 memory_per_worker() ->
-    header("Memory per worker (RSS growth when the pool grows 4 -> 36 workers)"),
+    header("Memory per worker (RSS growth when the pool grows 4 -> 68 workers)"),
+    ok = py_semaphore:set_max_concurrent(128),
+    Touch = fun() -> {ok, _} = py:parallel([{time, sleep, [0.05]} || _ <- lists:seq(1, 68)]) end,
+    Touch(),
     R0 = rss_kb(),
-    restart_with(36),
-    [{ok, _} = py:eval(<<"1">>) || _ <- lists:seq(1, 100)],
+    restart_with(68),
+    ok = py_semaphore:set_max_concurrent(128),
+    Touch(),
     R1 = rss_kb(),
-    io:format("  ~b KiB per worker (thread stacks are reserved, not resident)~n~n",
-              [round((R1 - R0) / 32)]),
+    io:format("  ~b KiB resident per worker (thread stacks are reserved, not resident)~n~n",
+              [round((R1 - R0) / 64)]),
     restart_with(4).
 
 rss_kb() ->
@@ -155,8 +161,9 @@ rss_kb() ->
 %%--------------------------------------------------------------------
 
 sleep_scaling() ->
-    header("time.sleep(0.001): 32 callers on 16 workers (ms for 320 calls)"),
+    header("time.sleep(0.001): 32 callers on 16 workers, max_concurrent 64 (ms for 320 calls)"),
     restart_with(16),
+    ok = py_semaphore:set_max_concurrent(64),
     Ideal = 320 / 16 * 1.0,   % 20 rounds of 16 parallel 1 ms sleeps
     Ms = median([concurrent(32, 10, fun() -> {ok, none} = py:call(time, sleep, [0.001]) end)
                  * 320 / 1000 || _ <- lists:seq(1, ?ROUNDS)]),

@@ -6,6 +6,7 @@
 main(_) ->
     Root = filename:dirname(filename:dirname(filename:absname(escript:script_name()))),
     true = code:add_patha(filename:join(Root, "_build/default/lib/erlang_python/ebin")),
+    ok = logger:set_primary_config(level, warning),
     {ok, _} = application:ensure_all_started(erlang_python),
     {ok, Version} = py:version(),
     io:format("erlang_python demo - embedded Python ~s~n~n", [hd(binary:split(Version, <<" ">>))]),
