@@ -726,6 +726,23 @@ static pyn_job_t *next_job(pyn_worker_t *w)
     return j;
 }
 
+/* The next job for w if one is queued now, else NULL (never waits; may be
+ * called with the GIL held). */
+static pyn_job_t *try_next_job(pyn_worker_t *w)
+{
+    pyn_job_t *j = NULL;
+
+    if (!work_visible(w))
+        return NULL;
+    pthread_mutex_lock(&P.lock);
+    if (w->state == PYN_W_ALIVE &&
+        ((j = q_pop(&w->nested)) || (j = q_pop(&w->own)) ||
+         (!w->bound && (j = q_pop(&P.shared)))))
+        start_job(w, j);
+    pthread_mutex_unlock(&P.lock);
+    return j;
+}
+
 static void unregister_thread(pyn_worker_t *w)
 {
     pthread_mutex_lock(&P.lock);
@@ -757,7 +774,11 @@ static void *worker_main(void *arg)
     if (ok) {
         while ((j = next_job(w))) {
             pyr_gil_acquire(w->tstate);
-            run_job(w, j);
+            /* While work is queued, keep the GIL: handing it to another
+             * worker between two short jobs costs more than the jobs. */
+            do
+                run_job(w, j);
+            while ((j = try_next_job(w)));
             pyr_gil_release();
         }
     }
