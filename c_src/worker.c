@@ -41,6 +41,8 @@ static struct {
     int nall;
     int nfree;   /* in service and unbound: can serve the shared queue */
     pyn_worker_t *spinner; /* the worker polling for work, if any */
+    int spinner_claimed;   /* a job was queued for the poller already */
+    int gil_waiters;       /* workers waiting to take the GIL (atomic) */
     int sem_max, sem_cur;  /* overload semaphore: slots, slots held */
     pyn_queue_t slot_wait; /* requests waiting for a slot */
     int nidle;             /* parked unbound workers in service */
@@ -371,8 +373,10 @@ pyn_job_t *pyn_job_new(pyn_kind_t kind)
  * polling worker will see the job anyway.  Lock held. */
 static void wake_one_free(void)
 {
-    if (P.spinner && !P.spinner->bound)
+    if (P.spinner && !P.spinner->bound && !P.spinner_claimed) {
+        P.spinner_claimed = 1; /* the poller takes this one */
         return;
+    }
     for (int i = 0; i < P.nworkers; i++) {
         pyn_worker_t *w = P.workers[i];
         if (w->idle && !w->bound) {
@@ -611,6 +615,8 @@ static void finish_job(pyn_worker_t *w, pyn_job_t *j, ERL_NIF_TERM result)
  * is off the queues, remembers the job it is nested in. */
 static void start_job(pyn_worker_t *w, pyn_job_t *j)
 {
+    if (!j->target && P.shared.head)
+        wake_one_free(); /* more shared work: another worker can start it */
     j->state = PYN_JS_RUNNING;
     j->worker = w;
     j->prev = w->current;
@@ -689,6 +695,7 @@ static void spin(pyn_worker_t *w)
     }
     pthread_mutex_lock(&P.lock);
     P.spinner = NULL;
+    P.spinner_claimed = 0;
 }
 
 /* Next job for w, parking with the GIL released; NULL when retired.  A
@@ -732,7 +739,8 @@ static pyn_job_t *try_next_job(pyn_worker_t *w)
 {
     pyn_job_t *j = NULL;
 
-    if (!work_visible(w))
+    /* Another worker waits for the GIL (with a job of its own): let it. */
+    if (!work_visible(w) || __atomic_load_n(&P.gil_waiters, __ATOMIC_RELAXED) > 0)
         return NULL;
     pthread_mutex_lock(&P.lock);
     if (w->state == PYN_W_ALIVE &&
@@ -773,7 +781,9 @@ static void *worker_main(void *arg)
     pyr_gil_release();
     if (ok) {
         while ((j = next_job(w))) {
+            __atomic_add_fetch(&P.gil_waiters, 1, __ATOMIC_RELAXED);
             pyr_gil_acquire(w->tstate);
+            __atomic_sub_fetch(&P.gil_waiters, 1, __ATOMIC_RELAXED);
             /* While work is queued, keep the GIL: handing it to another
              * worker between two short jobs costs more than the jobs. */
             do

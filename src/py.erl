@@ -698,7 +698,12 @@ result({'$py_etf', Bin}) ->
 result(Reply) ->
     Reply.
 
+%% The pool may be gone or going (application stopping): that is
+%% {error, not_running} for the caller, never an exit.
 pool_call(Request) ->
     try gen_server:call(py_pool, Request, infinity)
-    catch exit:{noproc, _} -> {error, not_running}
+    catch exit:{Reason, {gen_server, call, _}}
+            when Reason =:= noproc; Reason =:= normal; Reason =:= shutdown;
+                 Reason =:= killed; element(1, Reason) =:= shutdown ->
+        {error, not_running}
     end.
