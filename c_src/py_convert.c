@@ -3,7 +3,10 @@
  * reference; borrowed references taken from containers are INCREF'd while
  * converted, since converting may run Python code (str(), tolist()) that
  * mutates the container. */
+#define _GNU_SOURCE
 #include <math.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,13 +41,38 @@ static inline ErlNifSInt64 small_value(ERL_NIF_TERM t)
     return (ErlNifSInt64)t >> 4;
 }
 
+/* ---- stack guard ----------------------------------------------------------
+ * Conversion recurses once per nesting level.  Workers have 64 MiB stacks,
+ * but Python threads and the asyncio loop thread have 8 MiB: deep data is
+ * refused (ValueError) while less than PYC_STACK_RESERVE bytes remain. */
+#define PYC_STACK_RESERVE (512 * 1024)
+
+static __thread uintptr_t stack_low; /* 1: unknown */
+
+int pyc_stack_short(void)
+{
+    if (!stack_low) {
+        pthread_attr_t a;
+        void *addr = NULL;
+        size_t size = 0;
+        stack_low = 1;
+        if (pthread_getattr_np(pthread_self(), &a) == 0) {
+            if (pthread_attr_getstack(&a, &addr, &size) == 0 && addr)
+                stack_low = (uintptr_t)addr;
+            pthread_attr_destroy(&a);
+        }
+    }
+    return stack_low > 1 && (uintptr_t)__builtin_frame_address(0) < stack_low + PYC_STACK_RESERVE;
+}
+
 /* ---- Erlang -> Python -------------------------------------------------- */
 
 static PyObject *to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth);
 
 static PyObject *too_deep(void)
 {
-    PyErr_Format(PyExc_ValueError, "term nested deeper than %d levels", PYC_MAX_DEPTH);
+    PyErr_Format(PyExc_ValueError, "term nested deeper than %d levels (or than this thread's stack allows)",
+                 PYC_MAX_DEPTH);
     return NULL;
 }
 
@@ -217,7 +245,7 @@ static PyObject *to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth)
 
     if (is_small(t))
         return PyLong_FromLongLong(small_value(t));
-    if (depth > PYC_MAX_DEPTH)
+    if (depth > PYC_MAX_DEPTH || pyc_stack_short())
         return too_deep();
     switch (enif_term_type(env, t)) {
     case ERL_NIF_TERM_TYPE_ATOM:
@@ -578,7 +606,7 @@ static int to_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int depth)
 {
     ErlNifPid pid;
 
-    if (depth > PYC_MAX_DEPTH) {
+    if (depth > PYC_MAX_DEPTH || pyc_stack_short()) {
         too_deep();
         return -1;
     }

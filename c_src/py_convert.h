@@ -10,6 +10,9 @@
 
 #define PYC_MAX_DEPTH 10000
 
+/* Whether the calling thread is near the end of its stack (deep data is
+ * then refused rather than overflowing it). */
+int pyc_stack_short(void);
 /* Checks the VM's integer encoding (fast paths); from load. */
 void pyc_init(ErlNifEnv *env);
 /* New reference, or NULL with a Python exception set (TypeError for terms

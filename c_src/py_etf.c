@@ -292,8 +292,10 @@ static int encode(buf_t *b, PyObject *o, int depth, int key)
     ErlNifPid p;
     (void)key;
 
-    if (depth > PYC_MAX_DEPTH) {
-        PyErr_Format(PyExc_ValueError, "term nested deeper than %d levels", PYC_MAX_DEPTH);
+    if (depth > PYC_MAX_DEPTH || pyc_stack_short()) {
+        PyErr_Format(PyExc_ValueError,
+                     "term nested deeper than %d levels (or than this thread's stack allows)",
+                     PYC_MAX_DEPTH);
         return -1;
     }
     if (PyLong_CheckExact(o))

@@ -922,6 +922,14 @@ uint64_t pyn_worker_bind(pyn_worker_t *w, int bind)
     uint64_t gen = 0;
 
     pthread_mutex_lock(&P.lock);
+    /* Not a worker still running a request its caller gave up on: it may
+     * be replaced when the grace period ends, losing the new binding. */
+    if (bind && w->current && w->current->cancelled) {
+        pthread_mutex_unlock(&P.lock);
+        if (wipe)
+            enif_release_resource(wipe);
+        return 0;
+    }
     if (w->state == PYN_W_ALIVE && wipe && w->bound != bind) {
         w->bound = bind;
         w->gen++;

@@ -347,7 +347,7 @@ async_await({py_coro, Ref, Reply}, Timeout) ->
             after Timeout ->
                 case py_nif:async_cancel(Reply) of
                     ok -> {error, timeout};
-                    sent -> receive {Ref, R} -> result(R) end
+                    sent -> receive {Ref, R} -> result(R) after 0 -> {error, timeout} end
                 end
             end
     end.
@@ -672,7 +672,9 @@ wait(Ref, Job, Deadline, Serving) ->
                 flush(Ref),
                 {error, timeout};
             sent ->
-                receive {Ref, Reply} -> result(Reply) end;
+                %% Answered as we gave up: the reply is in the mailbox,
+                %% unless it was collected before (a second await).
+                receive {Ref, Reply} -> result(Reply) after 0 -> {error, timeout} end;
             {overloaded, _, _} = Overloaded ->
                 %% It never got a slot of the overload semaphore.
                 flush(Ref),

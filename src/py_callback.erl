@@ -1,12 +1,13 @@
 %% @doc Python calling Erlang: the registry of functions callable from
 %% Python, and the runner process for callbacks that have no waiting caller.
 %%
-%% A callback made by a synchronous request is served inline by the caller
-%% process while it waits (`py:wait'); one made by an asynchronous request or
-%% by a Python thread goes to this runner, which serves it in a fresh
-%% process.  In both cases a `py' call made while serving it runs on the
-%% worker that waits for the callback (the `$py_nested' routing), so nesting
-%% never needs a second worker.
+%% A callback made by a synchronous request is sent to the caller, which
+%% serves it in a fresh process while it keeps waiting with its deadline
+%% (`py:wait'); one made by an asynchronous request or by a Python thread
+%% goes to this runner, which also serves it in a fresh process.  In both
+%% cases a `py' call made while serving it runs on the worker that waits for
+%% the callback (the `$py_nested' routing), so nesting never needs a second
+%% worker.
 -module(py_callback).
 -behaviour(gen_server).
 
@@ -15,6 +16,7 @@
 
 -define(TABLE, py_functions).
 -define(NESTED, '$py_nested').
+-define(MAX_MESSAGE, 4000).
 
 -type handler() :: {fn, fun((list()) -> term())} | {mf, module(), atom()}.
 -type reply() :: {ok, term()} | {error, binary()} | {name_error, binary()}.
@@ -69,8 +71,41 @@ execute(Name, Args) ->
 apply_handler({fn, Fun}, Args) -> Fun(Args);
 apply_handler({mf, M, F}, Args) -> M:F(Args).
 
+%% "Class: Reason".  Text binaries inside the reason (often the message of a
+%% nested failure) are shown without re-escaping, so a chain of nested
+%% failures grows linearly, not doubling at each level; past ?MAX_MESSAGE
+%% bytes the middle is cut.
 describe(Class, Reason) ->
-    unicode:characters_to_binary(io_lib:format("~p: ~0tp", [Class, Reason])).
+    Text = unicode:characters_to_binary([atom_to_list(Class), ": ", render(Reason, 30)]),
+    case byte_size(Text) > ?MAX_MESSAGE of
+        true ->
+            Half = ?MAX_MESSAGE div 2,
+            <<(binary:part(Text, 0, Half))/binary, " ... ",
+              (binary:part(Text, byte_size(Text) - Half, Half))/binary>>;
+        false ->
+            Text
+    end.
+
+render(_, 0) -> "...";
+render(B, _) when is_binary(B) ->
+    case unicode:characters_to_list(B) of
+        L when is_list(L) -> ["<<\"", L, "\">>"];
+        _ -> io_lib:format("~0tp", [B])
+    end;
+render(T, D) when is_tuple(T) ->
+    ["{", lists:join(",", [render(E, D - 1) || E <- tuple_to_list(T)]), "}"];
+render(L, D) when is_list(L) ->
+    case io_lib:printable_unicode_list(L) of
+        true -> io_lib:format("~0tp", [L]);
+        false -> render_list(L, D)
+    end;
+render(T, _) ->
+    io_lib:format("~0tp", [T]).
+
+render_list(L, D) ->
+    try ["[", lists:join(",", [render(E, D - 1) || E <- L]), "]"]
+    catch error:_ -> io_lib:format("~0tp", [L]) % an improper list
+    end.
 
 key(Name) when is_atom(Name) -> atom_to_binary(Name, utf8);
 key(Name) when is_binary(Name) -> Name.

@@ -178,24 +178,26 @@ start_worker(#{workers := Ws, next_id := Id} = State) ->
 guardian() ->
     receive stop -> ok end.
 
-%% Takes a free worker for Binding.
+%% Takes a free worker for Binding.  The NIF refuses a worker that is still
+%% running a request its caller gave up on (it may be replaced soon): the
+%% next free one is tried.
 checkout(Binding, State) ->
-    case [W || W = #worker{bound = none} <- workers_of(State)] of
-        [] ->
-            {error, no_workers_available};
-        Free ->
-            W = hd(lists:keysort(#worker.id, Free)),
-            case py_nif:worker_bind(W#worker.res, true) of
-                error ->
-                    {error, no_workers_available};
-                Gen ->
-                    Bound = case Binding of
-                                {process, P} -> {process, P};
-                                {context, O} -> {context, O, Gen}
-                            end,
-                    W1 = W#worker{bound = Bound},
-                    {ok, W1, Gen, monitor_owner(owner(Bound), store(W1, State))}
-            end
+    Free = lists:keysort(#worker.id, [W || W = #worker{bound = none} <- workers_of(State)]),
+    checkout(Binding, Free, State).
+
+checkout(_Binding, [], _State) ->
+    {error, no_workers_available};
+checkout(Binding, [W | Rest], State) ->
+    case py_nif:worker_bind(W#worker.res, true) of
+        error ->
+            checkout(Binding, Rest, State);
+        Gen ->
+            Bound = case Binding of
+                        {process, P} -> {process, P};
+                        {context, O} -> {context, O, Gen}
+                    end,
+            W1 = W#worker{bound = Bound},
+            {ok, W1, Gen, monitor_owner(owner(Bound), store(W1, State))}
     end.
 
 %% Releases W's binding (its namespace is wiped by the NIF before reuse).
