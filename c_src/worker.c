@@ -24,6 +24,10 @@
  * polling lets back-to-back calls skip it.  Only one worker polls at a time
  * and never for longer than this, so an idle pool burns no CPU. */
 #define PYN_SPIN_NS 60000
+/* Requests running longer than this get a monitor on their caller. */
+#define PYN_LATE_MONITOR_MS 50
+/* The watchdog's period while workers exist (it sleeps otherwise). */
+#define PYN_WATCHDOG_TICK_MS 100
 
 ErlNifResourceType *pyn_job_type;
 ErlNifResourceType *pyn_areply_type;
@@ -584,7 +588,7 @@ void pyn_broadcast(pyn_kind_t kind)
 
 static void finish_job(pyn_worker_t *w, pyn_job_t *j, ERL_NIF_TERM result)
 {
-    int clear_interrupt;
+    int clear_interrupt, monitored;
     pyn_job_t *dropped = NULL;
 
     pthread_mutex_lock(&P.lock);
@@ -596,16 +600,16 @@ static void finish_job(pyn_worker_t *w, pyn_job_t *j, ERL_NIF_TERM result)
     w->current = j->prev; /* back to the job it was nested in */
     j->prev = NULL;
     clear_interrupt = j->interrupt_sent;
+    monitored = j->monitored; /* the watchdog may have set it */
+    j->monitored = 0;
     slot_release_locked(NULL, j, &dropped);
     pthread_mutex_unlock(&P.lock);
     release_dropped(NULL, dropped);
 
     if (clear_interrupt)
         pyr_clear_interrupt(w->py_tid);
-    if (j->monitored) {
+    if (monitored)
         enif_demonitor_process(NULL, j, &j->mon);
-        j->monitored = 0;
-    }
     enif_free_env(j->env);
     j->env = NULL;
     enif_release_resource(j);
@@ -618,6 +622,7 @@ static void start_job(pyn_worker_t *w, pyn_job_t *j)
     if (!j->target && P.shared.head)
         wake_one_free(); /* more shared work: another worker can start it */
     j->state = PYN_JS_RUNNING;
+    j->started_at = pyn_now_ms();
     j->worker = w;
     j->prev = w->current;
     w->current = j;
@@ -1258,11 +1263,29 @@ static void *watchdog_main(void *arg)
             pthread_mutex_lock(&P.lock);
             continue;
         }
+        /* Requests that started at once were not tied to their caller's
+         * life (it costs); one that runs for a while now is, so that the
+         * death of its caller interrupts it. */
+        for (int i = 0; i < P.nall; i++) {
+            pyn_job_t *j = P.all[i]->current;
+            if (j && j->has_caller && !j->monitored && !j->cancelled &&
+                now - j->started_at >= PYN_LATE_MONITOR_MS) {
+                if (enif_monitor_process(NULL, j, &j->caller, &j->mon) == 0) {
+                    j->monitored = 1;
+                } else { /* already dead */
+                    j->cancelled = 1;
+                    need_gil = !P.all[i]->waiting;
+                    pthread_cond_signal(&P.all[i]->cond);
+                }
+            }
+        }
+        if (need_gil)
+            continue;
         if (!P.wd_kick) {
-            if (outstanding) {
+            if (outstanding || P.nall > 0) {
                 struct timespec until;
                 clock_gettime(CLOCK_REALTIME, &until);
-                until.tv_nsec += 20 * 1000000L;
+                until.tv_nsec += (outstanding ? 20 : PYN_WATCHDOG_TICK_MS) * 1000000L;
                 if (until.tv_nsec >= 1000000000L) {
                     until.tv_sec++;
                     until.tv_nsec -= 1000000000L;

@@ -60,6 +60,7 @@ struct pyn_job {
     int nested;           /* to target's nested queue (bypasses the semaphore) */
     uint64_t gen;         /* the binding generation it was sent under */
     int has_slot;         /* holds a slot of the overload semaphore */
+    int64_t started_at;   /* ms (monotonic) it started running */
 };
 
 typedef struct {
