@@ -13,6 +13,7 @@
 #include "atoms.h"
 #include "py_convert.h"
 #include "py_erlang_mod.h"
+#include "worker.h"
 
 #define PYC_SMALL 64 /* containers up to this size use the C stack */
 
@@ -208,6 +209,60 @@ static PyObject *tuple_to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth)
     return tuple;
 }
 
+/* Map keys repeat across the maps of a document: binary keys of up to
+ * KEY_MAX bytes are decoded once per thread and the same (hashed) str is
+ * reused while it stays cached.  Direct-mapped, by content. */
+#define KEY_CACHE 256
+#define KEY_MAX 48
+
+typedef struct {
+    size_t len;
+    char bytes[KEY_MAX];
+    PyObject *str; /* strong */
+} key_entry_t;
+
+static __thread key_entry_t *key_cache;
+
+static PyObject *key_to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth)
+{
+    ErlNifBinary bin;
+    key_entry_t *e;
+    uint32_t h = 2166136261u;
+    PyObject *s;
+
+    if (!pyn_self || !enif_is_binary(env, t) || !enif_inspect_binary(env, t, &bin) ||
+        bin.size > KEY_MAX || bin.size == 0) /* workers only: they free it */
+        return to_py(env, t, depth);
+    if (!key_cache && !(key_cache = PyMem_RawCalloc(KEY_CACHE, sizeof *key_cache)))
+        return to_py(env, t, depth);
+    for (size_t i = 0; i < bin.size; i++)
+        h = (h ^ bin.data[i]) * 16777619u;
+    e = &key_cache[h % KEY_CACHE];
+    if (e->str && e->len == bin.size && memcmp(e->bytes, bin.data, bin.size) == 0) {
+        Py_INCREF(e->str);
+        return e->str;
+    }
+    if (!(s = binary_to_py(env, t, 0)))
+        return NULL;
+    if (PyUnicode_CheckExact(s)) {
+        (void)PyObject_Hash(s); /* computed once, kept in the object */
+        Py_XSETREF(e->str, Py_NewRef(s));
+        e->len = bin.size;
+        memcpy(e->bytes, bin.data, bin.size);
+    }
+    return s;
+}
+
+void pyc_thread_fini(void)
+{
+    if (!key_cache)
+        return;
+    for (int i = 0; i < KEY_CACHE; i++)
+        Py_CLEAR(key_cache[i].str);
+    PyMem_RawFree(key_cache);
+    key_cache = NULL;
+}
+
 static PyObject *map_to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth)
 {
     ErlNifMapIterator it;
@@ -221,7 +276,7 @@ static PyObject *map_to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth)
         return PyErr_NoMemory();
     }
     while (enif_map_iterator_get_pair(env, &it, &k, &v)) {
-        if (!(pk = to_py(env, k, depth + 1)) || !(pv = to_py(env, v, depth + 1)) ||
+        if (!(pk = key_to_py(env, k, depth + 1)) || !(pv = to_py(env, v, depth + 1)) ||
             PyDict_SetItem(dict, pk, pv) < 0)
             goto fail;
         Py_CLEAR(pk);
@@ -245,7 +300,7 @@ static PyObject *to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth)
 
     if (is_small(t))
         return PyLong_FromLongLong(small_value(t));
-    if (depth > PYC_MAX_DEPTH || pyc_stack_short())
+    if (depth > PYC_MAX_DEPTH || ((depth & 15) == 15 && pyc_stack_short()))
         return too_deep();
     switch (enif_term_type(env, t)) {
     case ERL_NIF_TERM_TYPE_ATOM:
@@ -606,7 +661,7 @@ static int to_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int depth)
 {
     ErlNifPid pid;
 
-    if (depth > PYC_MAX_DEPTH || pyc_stack_short()) {
+    if (depth > PYC_MAX_DEPTH || ((depth & 15) == 15 && pyc_stack_short())) {
         too_deep();
         return -1;
     }

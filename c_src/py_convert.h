@@ -13,6 +13,8 @@
 /* Whether the calling thread is near the end of its stack (deep data is
  * then refused rather than overflowing it). */
 int pyc_stack_short(void);
+/* Frees the calling worker thread's conversion caches (GIL held). */
+void pyc_thread_fini(void);
 /* Checks the VM's integer encoding (fast paths); from load. */
 void pyc_init(ErlNifEnv *env);
 /* New reference, or NULL with a Python exception set (TypeError for terms

@@ -292,7 +292,7 @@ static int encode(buf_t *b, PyObject *o, int depth, int key)
     ErlNifPid p;
     (void)key;
 
-    if (depth > PYC_MAX_DEPTH || pyc_stack_short()) {
+    if (depth > PYC_MAX_DEPTH || ((depth & 15) == 15 && pyc_stack_short())) {
         PyErr_Format(PyExc_ValueError,
                      "term nested deeper than %d levels (or than this thread's stack allows)",
                      PYC_MAX_DEPTH);

@@ -84,6 +84,7 @@ static void fn_cache_clear(pyx_state_t *st)
 void pyx_worker_fini(pyn_worker_t *w)
 {
     pyx_state_t *st = w->py;
+    pyc_thread_fini();
     if (!st)
         return;
     fn_cache_clear(st);
