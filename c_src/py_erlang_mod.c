@@ -3,6 +3,7 @@
  * waits through pyn_callback_wait (which runs nested jobs meanwhile); on any
  * other Python thread it waits on a private waiter resource.  GIL held on
  * entry to every function; it is released only while waiting. */
+#include <stdio.h>
 #include <string.h>
 
 #include "atoms.h"
@@ -10,6 +11,8 @@
 #include "py_erlang_mod.h"
 #include "py_exec.h"
 #include "worker.h"
+
+#define PYM_RECURSION_CAP 20000
 
 static PyObject *ErlangError;
 static PyObject *Interrupted;
@@ -429,11 +432,35 @@ fail:
     return NULL;
 }
 
+/* Interpreter-wide safety settings, run once at start-up:
+ * - threads started by Python code get 64 MiB stacks, like the workers;
+ * - sys.setrecursionlimit is capped: CPython 3.11 bounds C recursion (deep
+ *   repr, comparisons of deep lists) by the same limit, and a limit of a
+ *   million lets such code overflow any stack, killing the whole VM. */
+static const char safety[] =
+    "import sys, threading\n"
+    "threading.stack_size(64 * 1024 * 1024)\n"
+    "def _cap(setrecursionlimit):\n"
+    "    def capped(limit):\n"
+    "        \"\"\"sys.setrecursionlimit, capped at %d by erlang_python.\"\"\"\n"
+    "        setrecursionlimit(min(limit, %d))\n"
+    "    return capped\n"
+    "sys.setrecursionlimit = _cap(sys.setrecursionlimit)\n";
+
 int pym_setup(void)
 {
-    PyObject *m = PyImport_ImportModule("erlang");
+    char code[sizeof safety + 32];
+    PyObject *m = PyImport_ImportModule("erlang"), *g, *r;
     if (!m)
         return -1;
     Py_DECREF(m);
+    snprintf(code, sizeof code, safety, PYM_RECURSION_CAP, PYM_RECURSION_CAP);
+    if (!(g = PyDict_New()))
+        return -1;
+    r = PyRun_String(code, Py_file_input, g, g);
+    Py_DECREF(g);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
     return 0;
 }

@@ -127,7 +127,11 @@ static ERL_NIF_TERM type_term(ErlNifEnv *env, PyObject *type)
     ERL_NIF_TERM t;
     unsigned char *p;
 
-    if (len > 0 && len < 256) {
+    int ascii = 1;
+    for (size_t i = 0; i < len; i++)
+        ascii &= (unsigned char)name[i] < 0x80;
+    /* OTP 25 makes atoms from Latin-1 only: other names stay binaries. */
+    if (len > 0 && len < 256 && ascii) {
         if (builtin)
             return enif_make_atom_len(env, name, len);
         if (enif_make_existing_atom_len(env, name, len, &t, ERL_NIF_LATIN1))

@@ -44,6 +44,7 @@ static struct {
     pyn_worker_t *all[2 * PYN_MAX_WORKERS]; /* threads still running */
     int nall;
     int nfree;   /* in service and unbound: can serve the shared queue */
+    int replacing; /* workers retired and not yet replaced by the pool */
     pyn_worker_t *spinner; /* the worker polling for work, if any */
     int spinner_claimed;   /* a job was queued for the poller already */
     int gil_waiters;       /* workers waiting to take the GIL (atomic) */
@@ -413,8 +414,8 @@ static int target_error(pyn_job_t *j, ERL_NIF_TERM *err)
 
     if (!P.running)
         *err = ATOMS.not_running;
-    else if (!t)
-        *err = P.nfree == 0 ? ATOMS.no_workers_available : 0;
+    else if (!t) /* a worker being replaced will serve the shared queue */
+        *err = P.nfree == 0 && P.replacing == 0 ? ATOMS.no_workers_available : 0;
     else if (t->state != PYN_W_ALIVE)
         *err = ATOMS.worker_crashed;
     else if (!j->nested && (!t->bound || t->gen != j->gen))
@@ -836,6 +837,8 @@ pyn_worker_t *pyn_worker_start(int id, char *err, size_t errlen)
         return NULL;
     }
     /* In service at once: jobs may queue while the thread starts. */
+    if (P.replacing > 0)
+        P.replacing--;
     P.workers[P.nworkers++] = w;
     P.all[P.nall++] = w;
     P.nfree++;
@@ -870,6 +873,8 @@ static int retire_locked(ErlNifEnv *env, pyn_worker_t *w, ERL_NIF_TERM reason,
     if (w->state != PYN_W_ALIVE)
         return 0;
     w->state = PYN_W_RETIRED;
+    if (P.running)
+        P.replacing++; /* the pool starts a replacement */
     for (int i = 0; i < P.nworkers; i++) {
         if (P.workers[i] == w) {
             P.workers[i] = P.workers[--P.nworkers];
@@ -886,8 +891,12 @@ static int retire_locked(ErlNifEnv *env, pyn_worker_t *w, ERL_NIF_TERM reason,
         slot_release_locked(env, j, dropped);
         drop_later(j, dropped);
     }
-    for (j = w->current; j; j = j->prev)
+    for (j = w->current; j; j = j->prev) {
         reply_error_running(env, j, reason);
+        /* Its caller was answered: the request no longer counts against
+         * the semaphore, even if its thread runs on (stuck in C). */
+        slot_release_locked(env, j, dropped);
+    }
     pthread_cond_signal(&w->cond);
     kick_watchdog();
     return 1;
@@ -1018,6 +1027,7 @@ void pyn_pool_attach(ErlNifEnv *env, const ErlNifPid *pool, const ErlNifPid *run
 {
     retire_all(env, ATOMS.not_running);
     pthread_mutex_lock(&P.lock);
+    P.replacing = 0;
     P.pool_pid = *pool;
     P.runner_pid = *runner;
     P.has_pool = 1;

@@ -145,7 +145,7 @@ await({py_async, _Ref, {error, _} = Error}, _Timeout) ->
 await({py_async, Ref, Job}, Timeout) ->
     case valid_timeout(Timeout) of
         true -> wait(Ref, Job, deadline(Timeout));
-        false -> {error, {badarg, timeout}}
+        false -> {error, {badarg, timeout}} % the handle stays usable
     end.
 
 %% @doc Calls a generator function and drains it into a list.
@@ -341,10 +341,11 @@ async_await({py_coro, _Ref, {error, _} = Error}, _Timeout) ->
     Error;
 async_await({py_coro, Ref, Reply}, Timeout) ->
     case valid_timeout(Timeout) of
-        false -> {error, {badarg, timeout}};
+        false ->
+            {error, {badarg, timeout}}; % the handle stays usable
         true ->
             receive {Ref, R} -> result(R)
-            after Timeout ->
+            after remaining(deadline(Timeout)) ->
                 case py_nif:async_cancel(Reply) of
                     ok -> {error, timeout};
                     sent -> receive {Ref, R} -> result(R) after 0 -> {error, timeout} end
@@ -646,7 +647,9 @@ forget_lost_binding(Where, Err) when Err =:= worker_crashed; Err =:= context_not
 forget_lost_binding(_, _) ->
     ok.
 
+%% Erlang's receive waits at most 2^32 - 1 ms: longer is forever here.
 deadline(infinity) -> infinity;
+deadline(Timeout) when Timeout > 16#FFFFFFFF -> infinity;
 deadline(Timeout) -> erlang:monotonic_time(millisecond) + Timeout.
 
 remaining(infinity) -> infinity;

@@ -32,7 +32,8 @@ set_max_concurrent(N) when is_integer(N), N >= 1 ->
 %% @doc Takes a slot for the calling process (held until `release/0' or the
 %% process exits), waiting at most `Timeout' ms.
 -spec acquire(non_neg_integer() | infinity) -> ok | {error, {overloaded, non_neg_integer(), pos_integer()}}.
-acquire(Timeout) when Timeout =:= infinity; is_integer(Timeout), Timeout >= 0 ->
+acquire(Timeout) when Timeout =:= infinity; is_integer(Timeout), Timeout >= 0,
+                                              Timeout =< 16#FFFFFFFF ->
     Ref = make_ref(),
     Job = py_nif:slot_acquire(Ref),
     receive

@@ -1,0 +1,762 @@
+%% Fault tolerance of erlang_python: whatever a Python snippet or an Erlang
+%% caller does, the VM stays up, every other caller gets its own answer, the
+%% pool returns to full strength and no late message reaches a caller.
+%%
+%% Covered: callers killed while their requests are queued (shared queue and
+%% a context's own queue) and while they run; many callers with some killed
+%% mid-flight; busy loops timing out; calls stuck in C (time.sleep) timing
+%% out while others are served; code that swallows its interruption; worker
+%% guardians killed under load; the application stopped with calls in
+%% flight, then started again.
+%%
+%% After each case the pool is checked whole: every worker in service and
+%% available, nothing pending (polled with a bound, since a worker stuck in C
+%% is replaced only after cancel_grace_ms), and every one of the 4 workers
+%% answers (each is bound in turn as a context and evaluated on).
+%%
+%% Python helpers: py_fault_SUITE_data/fault_helpers.py (on sys.path through
+%% the python_path application env).
+-module(py_fault_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, suite/0,
+         init_per_suite/1, end_per_suite/1,
+         init_per_testcase/2, end_per_testcase/2]).
+
+-export([killed_while_queued/1,
+         killed_while_queued_on_context/1,
+         killed_while_running/1,
+         killed_while_running_endless/1,
+         many_callers_some_killed/1,
+         busy_loops_timeout/1,
+         stuck_in_c_timeout/1,
+         stuck_in_c_all_workers/1,
+         abandoned_calls_do_not_starve/1,
+         interrupt_swallowed/1,
+         workers_killed_under_load/1,
+         app_stop_in_flight/1,
+         app_stop_while_binding/1]).
+
+%% used inside a peer node
+-export([peer_killed_endless/0, peer_abandoned_calls/0]).
+
+-define(H, fault_helpers).
+-define(NUM_WORKERS, 4).
+-define(GRACE_MS, 1000).
+%% How long the pool may take to be whole again after a fault: a worker
+%% stuck in C is replaced after the grace period, plus scheduling slack.
+-define(RECOVER_MS, 8000).
+-define(REPORT(Fmt, Args), ct:pal(100, Fmt, Args)).
+
+suite() ->
+    [{timetrap, {seconds, 120}}].
+
+all() ->
+    [killed_while_queued,
+     killed_while_queued_on_context,
+     killed_while_running,
+     killed_while_running_endless,
+     many_callers_some_killed,
+     busy_loops_timeout,
+     stuck_in_c_timeout,
+     stuck_in_c_all_workers,
+     abandoned_calls_do_not_starve,
+     interrupt_swallowed,
+     workers_killed_under_load,
+     app_stop_in_flight,
+     app_stop_while_binding].
+
+%%====================================================================
+%% Setup
+%%====================================================================
+
+-define(ENV_KEYS, [num_workers, python_path, cancel_grace_ms]).
+
+init_per_suite(Config) ->
+    _ = application:stop(erlang_python),
+    _ = application:load(erlang_python),
+    Saved = [{K, application:get_env(erlang_python, K)} || K <- ?ENV_KEYS],
+    DataDir = filename:absname(?config(data_dir, Config)),
+    ok = application:set_env(erlang_python, num_workers, ?NUM_WORKERS),
+    ok = application:set_env(erlang_python, python_path, [DataDir]),
+    ok = application:set_env(erlang_python, cancel_grace_ms, ?GRACE_MS),
+    {ok, _} = application:ensure_all_started(erlang_python),
+    [{saved_env, Saved}, {helpers_dir, DataDir} | Config].
+
+end_per_suite(Config) ->
+    _ = application:stop(erlang_python),
+    lists:foreach(fun({K, {ok, V}}) -> application:set_env(erlang_python, K, V);
+                     ({K, undefined}) -> application:unset_env(erlang_python, K)
+                  end, ?config(saved_env, Config)),
+    ok.
+
+init_per_testcase(_Case, Config) ->
+    {ok, _} = application:ensure_all_started(erlang_python),
+    ok = wait_pool_full(?RECOVER_MS),
+    {ok, none} = py:call(?H, reset, []),
+    flush_mailbox(),
+    Config.
+
+%% A case that left the pool broken must not break the next ones: restart.
+end_per_testcase(_Case, _Config) ->
+    _ = catch py:unbind(),
+    Healthy = (catch wait_pool_full(?RECOVER_MS)) =:= ok,
+    Healthy orelse begin
+                       ct:pal("pool not whole after the case: restarting the application"),
+                       _ = application:stop(erlang_python),
+                       {ok, _} = application:ensure_all_started(erlang_python)
+                   end,
+    flush_mailbox(),
+    ok.
+
+%%====================================================================
+%% Helpers
+%%====================================================================
+
+flush_mailbox() ->
+    receive _ -> flush_mailbox() after 0 -> ok end.
+
+%% The test process itself got nothing it did not ask for.
+assert_no_stray() ->
+    receive M -> error({stray, M}) after 300 -> ok end.
+
+worker_ids() ->
+    [Id || #{id := Id} <- py_pool:workers()].
+
+pool_full() ->
+    Stats = py_pool:get_stats(),
+    Workers = py_pool:workers(),
+    Whole = Stats =:= #{num_workers => ?NUM_WORKERS, available_workers => ?NUM_WORKERS,
+                        checked_out => 0, pending_requests => 0}
+        andalso length(Workers) =:= ?NUM_WORKERS
+        andalso lists:all(fun(#{bound := B}) -> B =:= false end, Workers),
+    {Whole, {Stats, Workers}}.
+
+%% Polls until every worker is in service, free, and nothing is pending.
+wait_pool_full(BoundMs) ->
+    wait_until(fun pool_full/0, BoundMs, pool_not_full).
+
+wait_until(Check, BoundMs, What) ->
+    Deadline = erlang:monotonic_time(millisecond) + BoundMs,
+    wait_until_(Check, Deadline, What).
+
+wait_until_(Check, Deadline, What) ->
+    {Done, Info} = Check(),
+    case Done of
+        true -> ok;
+        false ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> error({What, Info});
+                false -> timer:sleep(20), wait_until_(Check, Deadline, What)
+            end
+    end.
+
+wait_pending(N, BoundMs) ->
+    wait_until(fun() ->
+                       #{pending_requests := P} = S = py_pool:get_stats(),
+                       {P =:= N, S}
+               end, BoundMs, {pending_not, N}).
+
+%% Binds up to N contexts; on a refusal, returns what it got so far, so
+%% that the caller can release them.
+bind_new(0, Acc) ->
+    {ok, Acc};
+bind_new(N, Acc) ->
+    case py:bind(new) of
+        {ok, C} -> bind_new(N - 1, [C | Acc]);
+        Other -> {{bind_new, Other}, Acc}
+    end.
+
+%% Every one of the workers answers: each is bound as a context in turn
+%% (all of them at once, so each context holds a different worker) and
+%% evaluated on; their OS threads differ.
+all_workers_answer() ->
+    {Bound, Ctxs} = bind_new(?NUM_WORKERS, []),
+    try
+        Bound =:= ok orelse error(Bound),
+        case py:bind(new) of
+            {error, no_workers_available} -> ok;
+            Fifth -> catch py:unbind(element(2, Fifth)), error({fifth_bind, Fifth})
+        end,
+        Self = self(),
+        Evals = [spawn(fun() ->
+                               R = try py:ctx_eval(C, <<"(__import__('threading').get_ident(), "
+                                                        "x * 2)">>, #{x => I}, 3000)
+                                   catch Class:Why -> {Class, Why}
+                                   end,
+                               Self ! {ctx_answer, I, R}
+                       end) || {I, C} <- lists:zip(lists:seq(1, ?NUM_WORKERS), Ctxs)],
+        ?NUM_WORKERS = length(Evals),
+        Rs = [receive {ctx_answer, I, R} -> R end || I <- lists:seq(1, ?NUM_WORKERS)],
+        Tids = [case R of
+                    {ok, {Tid, Double}} when Double =:= 2 * I -> Tid;
+                    _ -> error({worker_does_not_answer, I, R})
+                end || {I, R} <- lists:zip(lists:seq(1, ?NUM_WORKERS), Rs)],
+        ?assertEqual(?NUM_WORKERS, length(lists:usort(Tids)))
+    after
+        [py:unbind(C) || C <- Ctxs]
+    end,
+    ok.
+
+%% The pool is whole again (within the bound) and every worker answers.  A
+%% worker stuck in C past its caller's timeout still counts as available
+%% until the grace period retires it, and a context bound to it then fails:
+%% so the check is retried until it passes or the bound is over.
+assert_recovered() ->
+    ok = wait_pool_full(?RECOVER_MS),
+    ok = wait_until(fun() ->
+                            R = try all_workers_answer()
+                                catch C:Why -> {C, Why}
+                                end,
+                            {R =:= ok, R}
+                    end, ?RECOVER_MS, workers_do_not_answer),
+    ok = wait_pool_full(?RECOVER_MS).
+
+%% A caller process: runs Fun, then checks its own mailbox stays empty, then
+%% reports {caller_done, Tag, Result, StrayCheck}.
+caller(Tag, Fun) ->
+    Parent = self(),
+    spawn(fun() ->
+                  Res = try Fun()
+                        catch C:R:St -> {crashed, C, R, St}
+                        end,
+                  Stray = receive M -> {stray, M} after 300 -> ok end,
+                  Parent ! {caller_done, Tag, Res, Stray}
+          end).
+
+%% Collects the reports of Tags; every caller must report within BoundMs
+%% (nothing hangs) and must have found no stray message.
+collect(Tags, BoundMs) ->
+    Deadline = erlang:monotonic_time(millisecond) + BoundMs,
+    [begin
+         Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
+         receive
+             {caller_done, Tag, Res, Stray} ->
+                 ?assertEqual({Tag, ok}, {Tag, Stray}),
+                 Res
+         after Left ->
+                 error({caller_hung, Tag})
+         end
+     end || Tag <- Tags].
+
+%% Waits for the {<<"started">>, Tag} notes sent by the Python helpers.
+wait_started(Tags, BoundMs) ->
+    Deadline = erlang:monotonic_time(millisecond) + BoundMs,
+    lists:foreach(fun(Tag) ->
+                          Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
+                          receive {<<"started">>, Tag} -> ok
+                          after Left -> error({not_started, Tag, py_pool:get_stats()})
+                          end
+                  end, Tags).
+
+count(Name) ->
+    {ok, N} = py:call(?H, count, [Name]),
+    N.
+
+%% Waits until the Python-side counter Name reaches N.
+wait_count(Name, N, BoundMs) ->
+    wait_until(fun() -> C = count(Name), {C =:= N, {Name, C}} end, BoundMs,
+               {count_not_reached, N}).
+
+now_ms() ->
+    erlang:monotonic_time(millisecond).
+
+%%====================================================================
+%% Callers killed
+%%====================================================================
+
+%% All 4 workers sleep; 20 more callers queue on the shared queue and are
+%% killed there: their requests are dropped (pending falls back to 0 and
+%% none of them ever runs), the sleepers get their answers.
+killed_while_queued(_Config) ->
+    Self = self(),
+    Workers = worker_ids(),
+    Sleepers = [caller({sleeper, I}, fun() -> py:call(?H, sleep_marked, [Self, I, 0.5]) end)
+                || I <- lists:seq(1, ?NUM_WORKERS)],
+    wait_started(lists:seq(1, ?NUM_WORKERS), 5000),
+    Queued = [spawn(fun() ->
+                            R = py:call(?H, bump, [<<"queued_ran">>]),
+                            Self ! {queued_returned, R}
+                    end) || _ <- lists:seq(1, 20)],
+    ok = wait_pending(20, 2000),
+    [exit(P, kill) || P <- Queued],
+    ok = wait_pending(0, 2000),
+    ?assertEqual([{ok, I} || I <- lists:seq(1, ?NUM_WORKERS)],
+                 collect([{sleeper, I} || I <- lists:seq(1, ?NUM_WORKERS)], 10000)),
+    ?assertEqual(?NUM_WORKERS, length(Sleepers)),
+    %% the dropped requests never ran
+    ?assertEqual(0, count(<<"queued_ran">>)),
+    ?assertEqual(?NUM_WORKERS, count(<<"sleep_done">>)),
+    assert_recovered(),
+    ?assertEqual(Workers, worker_ids()),
+    ?assertEqual(0, count(<<"queued_ran">>)),
+    assert_no_stray().
+
+%% The same for a context's own queue: its holder sleeps on it, other
+%% processes queue requests on the context and are killed.
+killed_while_queued_on_context(_Config) ->
+    Self = self(),
+    {ok, Ctx} = py:bind(new),
+    try
+        Holder = caller(holder, fun() -> py:ctx_call(Ctx, ?H, sleep_marked, [Self, 100, 0.5]) end),
+        wait_started([100], 5000),
+        Queued = [spawn(fun() ->
+                                R = py:ctx_call(Ctx, ?H, bump, [<<"ctx_queued_ran">>]),
+                                Self ! {queued_returned, R}
+                        end) || _ <- lists:seq(1, 10)],
+        ok = wait_pending(10, 2000),
+        [exit(P, kill) || P <- Queued],
+        ok = wait_pending(0, 2000),
+        ?assertEqual([{ok, 100}], collect([holder], 10000)),
+        ?assert(is_pid(Holder)),
+        %% the context still works, and the dropped requests never ran
+        ?assertEqual({ok, 0}, py:ctx_call(Ctx, ?H, count, [<<"ctx_queued_ran">>])),
+        ?assertEqual({ok, 42}, py:ctx_eval(Ctx, <<"21 * 2">>))
+    after
+        py:unbind(Ctx)
+    end,
+    assert_recovered(),
+    ?assertEqual(0, count(<<"ctx_queued_ran">>)),
+    assert_no_stray().
+
+%% 4 callers run a Python loop (0.5 s) and 8 more are queued behind them;
+%% all 12 are killed.  The queued work is dropped; the running work finishes
+%% or is interrupted (exactly once each); no worker is replaced.
+killed_while_running(_Config) ->
+    Self = self(),
+    Workers = worker_ids(),
+    Running = [spawn(fun() ->
+                             R = py:call(?H, spin_marked, [Self, I, 0.5]),
+                             Self ! {running_returned, R}
+                     end) || I <- lists:seq(1, ?NUM_WORKERS)],
+    wait_started(lists:seq(1, ?NUM_WORKERS), 5000),
+    Queued = [spawn(fun() ->
+                            R = py:call(?H, bump, [<<"queued_ran">>]),
+                            Self ! {queued_returned, R}
+                    end) || _ <- lists:seq(1, 8)],
+    ok = wait_pending(8, 2000),
+    [exit(P, kill) || P <- Running ++ Queued],
+    ok = wait_pending(0, 2000),
+    assert_recovered(),
+    ?assertEqual(Workers, worker_ids()),
+    ?assertEqual(0, count(<<"queued_ran">>)),
+    ?assertEqual(?NUM_WORKERS, count(<<"spin_done">>) + count(<<"spin_interrupted">>)),
+    assert_no_stray().
+
+%% Callers killed while their requests run code that would go on for 30 s:
+%% nobody wants the answers any more, so the code must be interrupted (or
+%% its workers replaced) and every worker must serve again within a bound.
+%% Run in a peer node: a worker that stays busy would burn CPU for the rest
+%% of the suite.
+killed_while_running_endless(Config) ->
+    Res = in_peer(Config, fun(Call) -> Call(?MODULE, peer_killed_endless, []) end),
+    ?REPORT("killed_while_running_endless (in a peer): ~p", [Res]),
+    ?assertMatch({ok, _ElapsedMs}, Res).
+
+%% Runs in the peer.  The callers start on an idle pool (their requests
+%% start at once), and are killed once their code runs.
+peer_killed_endless() ->
+    Self = self(),
+    Callers = [spawn(fun() -> py:call(?H, spin_marked, [Self, I, 30.0]) end)
+               || I <- lists:seq(1, ?NUM_WORKERS)],
+    wait_started(lists:seq(1, ?NUM_WORKERS), 5000),
+    [exit(P, kill) || P <- Callers],
+    T0 = now_ms(),
+    try assert_recovered() of
+        ok -> {ok, now_ms() - T0}
+    catch error:Reason ->
+            {error, Reason, py_pool:get_stats(),
+             py:call(?H, count, [<<"spin_interrupted">>])}
+    end.
+
+%% 300 processes x 100 calls each, every 7th process killed mid-flight:
+%% every survivor gets exactly its own 100 answers, in order.
+many_callers_some_killed(_Config) ->
+    Self = self(),
+    Workers = worker_ids(),
+    NProcs = 300,
+    NCalls = 100,
+    Run = fun(I) ->
+                  fun() ->
+                          [begin
+                               J =:= NCalls div 2 andalso (Self ! {halfway, I, self()}),
+                               X = I * 1000000 + J,
+                               {X, py:eval(<<"x * 2">>, #{x => X})}
+                           end || J <- lists:seq(1, NCalls)]
+                  end
+          end,
+    Pids = [{I, caller({proc, I}, Run(I))} || I <- lists:seq(1, NProcs)],
+    Doomed = [I || {I, _} <- Pids, I rem 7 =:= 0],
+    %% kill each doomed process as soon as it is half way through
+    lists:foreach(fun(I) ->
+                          receive {halfway, I, P} -> exit(P, kill)
+                          after 60000 -> error({never_halfway, I})
+                          end
+                  end, Doomed),
+    Survivors = [I || {I, _} <- Pids, I rem 7 =/= 0],
+    Results = collect([{proc, I} || I <- Survivors], 90000),
+    lists:foreach(
+      fun({I, Rs}) ->
+              Expected = [{X, {ok, 2 * X}} || J <- lists:seq(1, NCalls), X <- [I * 1000000 + J]],
+              ?assertEqual({I, Expected}, {I, Rs})
+      end, lists:zip(Survivors, Results)),
+    ?assertEqual(NProcs - length(Doomed), length(Results)),
+    %% halfway notes of the survivors: drop them
+    [receive {halfway, I, _} -> ok after 1000 -> error({no_halfway, I}) end || I <- Survivors],
+    assert_recovered(),
+    ?assertEqual(Workers, worker_ids()),
+    assert_no_stray().
+
+%%====================================================================
+%% Timeouts
+%%====================================================================
+
+%% 30 concurrent `while True: pass' with 50 ms timeouts: all time out, none
+%% hangs; the loops are interrupted (no worker is replaced); callers with
+%% ordinary requests meanwhile get their answers.
+busy_loops_timeout(_Config) ->
+    Workers = worker_ids(),
+    Loops = [caller({loop, I}, fun() ->
+                                       T0 = now_ms(),
+                                       R = py:exec(<<"while True: pass">>, #{}, 50),
+                                       {R, now_ms() - T0}
+                               end) || I <- lists:seq(1, 30)],
+    Others = [caller({other, I}, fun() ->
+                                         [py:eval(<<"x * 2">>, #{x => I * 100 + J}, 20000)
+                                          || J <- lists:seq(1, 5)]
+                                 end) || I <- lists:seq(1, 10)],
+    LoopResults = collect([{loop, I} || I <- lists:seq(1, 30)], 30000),
+    OtherResults = collect([{other, I} || I <- lists:seq(1, 10)], 30000),
+    ?assertEqual({30, 10}, {length(Loops), length(Others)}),
+    lists:foreach(fun({R, Ms}) ->
+                          %% Timed out running, or waiting for a slot of the
+                          %% overload semaphore (max_concurrent is 5 here).
+                          ?assert(R =:= {error, timeout} orelse
+                                  element(1, element(2, R)) =:= overloaded),
+                          %% loose sanity bound: the timeout is honoured
+                          ?assert(Ms >= 50 andalso Ms < 10000)
+                  end, LoopResults),
+    ?assertEqual([[{ok, 2 * (I * 100 + J)} || J <- lists:seq(1, 5)] || I <- lists:seq(1, 10)],
+                 OtherResults),
+    assert_recovered(),
+    ?assertEqual(Workers, worker_ids()),
+    assert_no_stray().
+
+%% Two calls stuck in C (time.sleep(3)) time out after 100 ms while other
+%% callers keep being served by the remaining workers; the two stuck workers
+%% are replaced after the grace period.
+stuck_in_c_timeout(_Config) ->
+    Self = self(),
+    Workers = worker_ids(),
+    Stuck = [caller({stuck, I}, fun() ->
+                                        T0 = now_ms(),
+                                        R = py:call(?H, sleep_marked, [Self, I, 3.0], #{}, 100),
+                                        {R, now_ms() - T0}
+                                end) || I <- [1, 2]],
+    wait_started([1, 2], 5000),
+    Others = [caller({other, I}, fun() ->
+                                         [py:eval(<<"x * 2">>, #{x => I * 100 + J}, 2000)
+                                          || J <- lists:seq(1, 5)]
+                                 end) || I <- lists:seq(1, 40)],
+    StuckResults = collect([{stuck, I} || I <- [1, 2]], 5000),
+    lists:foreach(fun({R, Ms}) ->
+                          %% Timed out running, or waiting for a slot of the
+                          %% overload semaphore (max_concurrent is 5 here).
+                          ?assert(R =:= {error, timeout} orelse
+                                  element(1, element(2, R)) =:= overloaded),
+                          ?assert(Ms >= 100 andalso Ms < 2000)
+                  end, StuckResults),
+    ?assertEqual([[{ok, 2 * (I * 100 + J)} || J <- lists:seq(1, 5)] || I <- lists:seq(1, 40)],
+                 collect([{other, I} || I <- lists:seq(1, 40)], 10000)),
+    ?assertEqual(42, length(Stuck) + length(Others)),
+    assert_recovered(),
+    %% exactly the two stuck workers were replaced
+    ?assertEqual(2, length(Workers -- worker_ids())),
+    %% their abandoned sleeps end by themselves (before the next case)
+    ok = wait_count(<<"sleep_exit">>, 2, 6000),
+    assert_no_stray().
+
+%% Every worker stuck in C: requests queued meanwhile are served by the
+%% replacements once the grace period is over.
+stuck_in_c_all_workers(_Config) ->
+    Self = self(),
+    Workers = worker_ids(),
+    _ = [caller({stuck, I}, fun() -> py:call(?H, sleep_marked, [Self, I, 3.0], #{}, 100) end)
+         || I <- lists:seq(1, ?NUM_WORKERS)],
+    wait_started(lists:seq(1, ?NUM_WORKERS), 5000),
+    _ = [caller({other, I}, fun() -> py:eval(<<"x * 2">>, #{x => I}, 10000) end)
+         || I <- lists:seq(1, 20)],
+    ?assertEqual(lists:duplicate(?NUM_WORKERS, {error, timeout}),
+                 collect([{stuck, I} || I <- lists:seq(1, ?NUM_WORKERS)], 5000)),
+    ?assertEqual([{ok, 2 * I} || I <- lists:seq(1, 20)],
+                 collect([{other, I} || I <- lists:seq(1, 20)], 15000)),
+    assert_recovered(),
+    %% all four were replaced
+    ?assertEqual([], [Id || Id <- worker_ids(), lists:member(Id, Workers)]),
+    ok = wait_count(<<"sleep_exit">>, ?NUM_WORKERS, 6000),
+    assert_no_stray().
+
+%% Calls stuck in C are abandoned twice over: two waves of 4 calls that
+%% sleep 20 s time out (100 ms), and their workers are replaced each time.
+%% The abandoned sleeps go on in retired threads, but the replaced pool
+%% must serve as before: ordinary calls get their answers, every worker
+%% answers.  (Nothing that belongs to the abandoned calls, such as a slot
+%% of an overload limit, may keep the new workers from running.)  In a peer
+%% node, so that the sleeping threads end with it.
+abandoned_calls_do_not_starve(Config) ->
+    Res = in_peer(Config, fun(Call) -> Call(?MODULE, peer_abandoned_calls, []) end),
+    ?REPORT("abandoned_calls_do_not_starve (in a peer): ~p", [Res]),
+    ?assertMatch(#{waves := [_, _], served := ok, workers_answer := ok}, Res),
+    #{waves := [Wave1, Wave2]} = Res,
+    ?assertEqual(lists:duplicate(?NUM_WORKERS, {error, timeout}), Wave1),
+    ?assertEqual(lists:duplicate(?NUM_WORKERS, {error, timeout}), Wave2).
+
+peer_abandoned_calls() ->
+    Wave = fun(W) ->
+                   Before = worker_ids(),
+                   Tags = [{W, I} || I <- lists:seq(1, ?NUM_WORKERS)],
+                   [caller(T, fun() -> py:exec(<<"import time; time.sleep(20)">>, #{}, 100) end)
+                    || T <- Tags],
+                   Rs = collect(Tags, 5000),
+                   %% the stuck workers are replaced
+                   _ = (catch wait_until(fun() ->
+                                                 Now = worker_ids(),
+                                                 {[] =:= [Id || Id <- Now, lists:member(Id, Before)],
+                                                  Now}
+                                         end, ?RECOVER_MS, not_replaced)),
+                   Rs
+           end,
+    W1 = Wave(1),
+    W2 = Wave(2),
+    Others = [caller({other, I}, fun() -> py:eval(<<"x * 2">>, #{x => I}, 5000) end)
+              || I <- lists:seq(1, 20)],
+    OtherRs = collect([{other, I} || I <- lists:seq(1, 20)], 10000),
+    Served = case OtherRs =:= [{ok, 2 * I} || I <- lists:seq(1, 20)] of
+                 true -> ok;
+                 false -> {not_served, lists:usort(OtherRs)}
+             end,
+    Answer = try assert_recovered() catch C:R -> {C, R} end,
+    #{waves => [W1, W2], served => Served, workers_answer => Answer,
+      others => length(Others), stats => py_pool:get_stats()}.
+
+%% Code that catches its interruption (erlang.Interrupted is a
+%% BaseException) and goes on: the caller still gets {error, timeout} on
+%% time, and the worker is replaced after the grace period.
+interrupt_swallowed(_Config) ->
+    Self = self(),
+    Workers = worker_ids(),
+    _ = caller(stubborn, fun() ->
+                                 T0 = now_ms(),
+                                 R = py:call(?H, stubborn, [Self, 200, 4.0], #{}, 100),
+                                 {R, now_ms() - T0}
+                         end),
+    wait_started([200], 5000),
+    [{R, Ms}] = collect([stubborn], 5000),
+    ?assertEqual({error, timeout}, R),
+    ?assert(Ms >= 100 andalso Ms < 2000),
+    assert_recovered(),
+    ?assertEqual(1, length(Workers -- worker_ids())),
+    %% the interruption did reach the code (which swallowed it)
+    ?assert(count(<<"swallowed">>) >= 1),
+    %% let the stubborn thread end before the next case
+    ok = wait_count(<<"stubborn_exit">>, 1, 10000),
+    assert_no_stray().
+
+%%====================================================================
+%% Workers killed, application stopped
+%%====================================================================
+
+%% 40 callers x 50 calls while the test kills a worker guardian every
+%% 100 ms (6 kills): each kill fails at most the one request its worker was
+%% running ({error, worker_crashed}); every other request gets its own
+%% answer; the pool is whole again afterwards.
+workers_killed_under_load(_Config) ->
+    NCallers = 40,
+    NCalls = 50,
+    Kills = 6,
+    Callers = [caller({c, I}, fun() ->
+                                      [begin
+                                           X = I * 1000 + J,
+                                           {X, py:eval(<<"(__import__('time').sleep(0.002), x * 2)[1]">>,
+                                                       #{x => X}, 20000)}
+                                       end || J <- lists:seq(1, NCalls)]
+                              end) || I <- lists:seq(1, NCallers)],
+    Killed = [begin
+                  timer:sleep(100),
+                  [#{id := Id, pid := G} | _] = py_pool:workers(),
+                  exit(G, kill),
+                  Id
+              end || _ <- lists:seq(1, Kills)],
+    Results = lists:append(collect([{c, I} || I <- lists:seq(1, NCallers)], 60000)),
+    ?assertEqual(NCallers, length(Callers)),
+    Bad = [{X, R} || {X, R} <- Results, R =/= {ok, 2 * X}],
+    ?REPORT("~b requests, ~b killed workers ~w, failed requests: ~p",
+           [length(Results), Kills, Killed, Bad]),
+    lists:foreach(fun({_X, R}) -> ?assertEqual({error, worker_crashed}, R) end, Bad),
+    ?assert(length(Bad) =< Kills),
+    ?assertEqual(NCallers * NCalls, length(Results)),
+    assert_recovered(),
+    ?assertEqual([], [Id || Id <- Killed, lists:member(Id, worker_ids())]),
+    assert_no_stray().
+
+%% The application is stopped while requests run (Python loops with no
+%% timeout, a call stuck in C), wait in the queue, and while processes bind
+%% and unbind.  Every caller returns within a bound with a result or an
+%% error (not_running, worker_crashed), nothing raises; calls made while it
+%% is stopped fail at once with not_running; started again, all works.
+app_stop_in_flight(_Config) ->
+    Self = self(),
+    Endless = [caller({endless, I}, fun() ->
+                                            py:call(?H, spin_marked, [Self, I, 3600.0], #{},
+                                                    infinity)
+                                    end) || I <- [1]],
+    InC = caller(in_c, fun() -> py:call(?H, sleep_marked, [Self, 3, 2.0], #{}, infinity) end),
+    wait_started([1, 3], 5000),
+    %% loopers tell when their first request went through
+    Loop = fun Loop(N, Acc) ->
+                   case py:eval(<<"(__import__('time').sleep(0.002), x * 2)[1]">>, #{x => N}) of
+                       {ok, V} when V =:= 2 * N ->
+                           Acc =:= 0 andalso (Self ! {looping, N div 100000}),
+                           Loop(N + 1, Acc + 1);
+                       Other -> {Acc, Other, py:eval(<<"1">>)}
+                   end
+           end,
+    Loopers = [caller({looper, I}, fun() -> Loop(I * 100000, 0) end)
+               || I <- lists:seq(1, 30)],
+    BindLoop = fun BindLoop(N) ->
+                       B = py:bind(),
+                       E = py:eval(<<"1 + 1">>),
+                       U = py:unbind(),
+                       case {B, E, U} of
+                           {ok, {ok, 2}, ok} -> BindLoop(N + 1);
+                           {{error, no_workers_available}, {ok, 2}, ok} -> BindLoop(N + 1);
+                           _ -> {N, B, E, U}
+                       end
+               end,
+    Binders = [caller({binder, I}, fun() -> Self ! {looping, {b, I}}, BindLoop(0) end)
+               || I <- [1, 2, 3]],
+    [receive {looping, I} -> ok after 5000 -> error({not_looping, I}) end
+     || I <- lists:seq(1, 30) ++ [{b, 1}, {b, 2}, {b, 3}]],
+    timer:sleep(200),
+    T0 = now_ms(),
+    ?assertEqual(ok, application:stop(erlang_python)),
+    StopMs = now_ms() - T0,
+    %% while stopped: clear errors at once
+    ?assertEqual({error, not_running}, py:eval(<<"1 + 1">>)),
+    ?assertEqual({error, not_running}, py:call(math, sqrt, [4])),
+    ?assertEqual({error, not_running}, py:exec(<<"pass">>)),
+    ?assertEqual({error, not_running}, py:bind()),
+    ?assertEqual({error, not_running}, py:bind(new)),
+    %% every caller returns, within a bound
+    Down = [{error, not_running}, {error, worker_crashed}],
+    EndlessResults = collect([{endless, 1}, in_c], 5000),
+    lists:foreach(fun(R) -> ?assert(lists:member(R, Down)) end, EndlessResults),
+    LooperResults = collect([{looper, I} || I <- lists:seq(1, 30)], 5000),
+    lists:foreach(fun({_N, R1, R2}) ->
+                          ?assert(lists:member(R1, Down)),
+                          ?assertEqual({error, not_running}, R2)
+                  end, LooperResults),
+    ?assert(lists:sum([N || {N, _, _} <- LooperResults]) > 0),
+    BinderResults = collect([{binder, I} || I <- [1, 2, 3]], 5000),
+    lists:foreach(fun({_N, B, E, U}) ->
+                          ?assert(lists:member(B, [ok, {error, no_workers_available},
+                                                   {error, not_running}])),
+                          ?assert(lists:member(E, [{ok, 2} | Down])),
+                          ?assertEqual(ok, U)
+                  end, BinderResults),
+    ?REPORT("stop took ~b ms; endless: ~p; loopers: ~p; binders: ~p",
+           [StopMs, EndlessResults, LooperResults, BinderResults]),
+    ?assertEqual(31, length(Endless) + length(Loopers)),
+    ?assert(is_pid(InC) andalso length(Binders) =:= 3),
+    %% started again: everything works
+    {ok, _} = application:ensure_all_started(erlang_python),
+    ?assertEqual({ok, 4.0}, py:call(math, sqrt, [16])),
+    ?assertEqual({ok, 0}, py:call(?H, count, [<<"queued_ran">>])),
+    assert_recovered(),
+    Again = [caller({again, I}, fun() -> py:eval(<<"x * 2">>, #{x => I}) end)
+             || I <- lists:seq(1, 20)],
+    ?assertEqual([{ok, 2 * I} || I <- lists:seq(1, 20)],
+                 collect([{again, I} || I <- lists:seq(1, 20)], 10000)),
+    ?assertEqual(20, length(Again)),
+    assert_no_stray().
+
+%% Processes binding and unbinding (py:bind/0, py:unbind/0, py:bind(new),
+%% py:unbind/1) while the application stops: each call returns (ok or
+%% {error, _}), none raises in the caller.  Five rounds of stop and start.
+app_stop_while_binding(_Config) ->
+    Self = self(),
+    Loop = fun L(N) ->
+                   R = try
+                           {py:bind(), py:unbind(),
+                            case py:bind(new) of
+                                {ok, Ctx} -> py:unbind(Ctx);
+                                Other -> Other
+                            end}
+                       catch Class:Reason -> {raised, Class, Reason}
+                       end,
+                   case R of
+                       {ok, ok, ok} -> L(N + 1);
+                       {{error, no_workers_available}, ok, _} -> L(N + 1);
+                       {ok, ok, {error, no_workers_available}} -> L(N + 1);
+                       _ -> {N, R}
+                   end
+           end,
+    Rounds =
+        [begin
+             {ok, _} = application:ensure_all_started(erlang_python),
+             ok = wait_pool_full(?RECOVER_MS),
+             Binders = [caller({binder, Round, I}, fun() -> Self ! {looping, I}, Loop(0) end)
+                        || I <- lists:seq(1, 40)],
+             [receive {looping, I} -> ok after 5000 -> error({not_looping, I}) end
+              || I <- lists:seq(1, 40)],
+             timer:sleep(100),
+             ok = application:stop(erlang_python),
+             Rs = collect([{binder, Round, I} || I <- lists:seq(1, 40)], 5000),
+             ?assertEqual(40, length(Binders)),
+             [R || {_N, R} <- Rs]
+         end || Round <- lists:seq(1, 5)],
+    Raised = [R || R <- lists:append(Rounds), element(1, R) =:= raised],
+    ?REPORT("bind/unbind during stop, outcomes: ~p", [lists:usort(lists:append(Rounds))]),
+    ?assertEqual([], Raised),
+    lists:foreach(fun(R) ->
+                          ?assert(lists:member(R, [{{error, not_running}, ok, {error, not_running}},
+                                                   {ok, ok, {error, not_running}}]))
+                  end, lists:append(Rounds)),
+    {ok, _} = application:ensure_all_started(erlang_python),
+    assert_recovered(),
+    assert_no_stray().
+
+%%====================================================================
+%% Peer node
+%%====================================================================
+
+%% Runs Fun(Call) against a fresh peer VM with the application started
+%% (same settings as here); Call(M, F, A) runs there.  A peer crash comes
+%% back as {peer_down, _}.
+in_peer(Config, Fun) ->
+    Ebin = filename:dirname(code:which(py)),
+    TestEbin = filename:dirname(code:which(?MODULE)),
+    DataDir = ?config(helpers_dir, Config),
+    {ok, Peer} = case peer:start_link(#{connection => standard_io,
+                                        args => ["-pa", Ebin, "-pa", TestEbin]}) of
+                     {ok, P} -> {ok, P};
+                     {ok, P, _Node} -> {ok, P}
+                 end,
+    unlink(Peer),
+    Call = fun(M, F, A) ->
+                   try peer:call(Peer, M, F, A, 60000)
+                   catch Class:Reason -> {peer_down, {Class, Reason}}
+                   end
+           end,
+    try
+        ok = Call(application, load, [erlang_python]),
+        ok = Call(application, set_env, [erlang_python, num_workers, ?NUM_WORKERS]),
+        ok = Call(application, set_env, [erlang_python, python_path, [DataDir]]),
+        ok = Call(application, set_env, [erlang_python, cancel_grace_ms, ?GRACE_MS]),
+        {ok, _} = Call(application, ensure_all_started, [erlang_python]),
+        Fun(Call)
+    after
+        catch peer:stop(Peer)
+    end.
