@@ -134,6 +134,23 @@ static PyObject *reply_exception(PyObject *self, PyObject *exc)
     return reply_send((ReplyObject *)self, t, m);
 }
 
+/* True once the Erlang caller gave up (py:async_await timed out). */
+static PyObject *reply_abandoned(PyObject *self, void *closure)
+{
+    pyn_areply_t *r = ((ReplyObject *)self)->r;
+    int gone;
+    (void)closure;
+    pthread_mutex_lock(&r->lock);
+    gone = r->done && !r->sent;
+    pthread_mutex_unlock(&r->lock);
+    return PyBool_FromLong(gone);
+}
+
+static PyGetSetDef reply_getset[] = {
+    {"abandoned", reply_abandoned, NULL, "Whether the caller gave up.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyMethodDef reply_methods[] = {
     {"result", reply_result, METH_O, "result(value): send {ok, value} to the caller."},
     {"exception", reply_exception, METH_O, "exception(exc): send the error to the caller."},
@@ -147,6 +164,7 @@ static PyTypeObject ReplyType = {
     .tp_doc = "Where the outcome of py:async_call goes (internal).",
     .tp_dealloc = reply_dealloc,
     .tp_methods = reply_methods,
+    .tp_getset = reply_getset,
 };
 
 PyObject *pym_reply_new(pyn_areply_t *r)

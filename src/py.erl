@@ -357,8 +357,16 @@ async_await({py_coro, Ref, Reply}, Timeout) ->
 %% Results}' in order, or the first error (in list order).
 -spec async_gather([{name(), name(), list()}]) -> {ok, list()} | {error, error_reason()}.
 async_gather(Calls) when is_list(Calls) ->
-    Refs = [async_call(M, F, A) || {M, F, A} <- Calls],
-    collect(fun async_await/2, Refs, deadline(?TIMEOUT), []).
+    case valid_calls(Calls) of
+        true ->
+            Refs = [async_call(M, F, A) || {M, F, A} <- Calls],
+            collect(fun async_await/2, Refs, deadline(?TIMEOUT), []);
+        false ->
+            {error, {badarg, calls}}
+    end.
+
+valid_calls(Calls) ->
+    lists:all(fun({_, _, A}) -> is_list(A); (_) -> false end, Calls).
 
 %% @doc Drains async generator `Module.Func(*Args)' into a list.
 -spec async_stream(name(), name(), list()) -> {ok, list()} | {error, error_reason()}.
@@ -447,10 +455,14 @@ tracemalloc_stop() ->
 %% of the system's), until `deactivate_venv/0'.
 -spec activate_venv(file:filename_all()) -> ok | {error, {not_a_venv, binary()} | error_reason()}.
 activate_venv(Path) ->
-    Bin = unicode:characters_to_binary(Path),
-    case filelib:is_regular(filename:join(Bin, <<"pyvenv.cfg">>)) of
-        false -> {error, {not_a_venv, Bin}};
-        true -> forget_modules(call(?RT, activate_venv, [Bin]))
+    case catch unicode:characters_to_binary(Path) of
+        Bin when is_binary(Bin) ->
+            case filelib:is_regular(filename:join(Bin, <<"pyvenv.cfg">>)) of
+                false -> {error, {not_a_venv, Bin}};
+                true -> forget_modules(call(?RT, activate_venv, [Bin]))
+            end;
+        _ ->
+            {error, {badarg, path}}
     end.
 
 %% @doc Undoes `activate_venv/1' (ok also when none is active).
@@ -506,6 +518,12 @@ subinterp_supported() ->
 %% caller's bound worker); `{ok, Results}' in order, or the first error.
 -spec parallel([{name(), name(), list()}]) -> {ok, list()} | {error, error_reason()}.
 parallel(Calls) when is_list(Calls) ->
+    case valid_calls(Calls) of
+        true -> parallel_run(Calls);
+        false -> {error, {badarg, calls}}
+    end.
+
+parallel_run(Calls) ->
     Handles = [begin
                    Ref = make_ref(),
                    Job = case check_call(M, F, A, #{}, ?TIMEOUT) of
@@ -624,6 +642,16 @@ valid_timeout(T) -> is_integer(T) andalso T >= 0.
 run(Where, Req, Timeout) ->
     Ref = make_ref(),
     case submit(Where, Ref, Req, true) of
+        {error, context_not_bound} when Where =/= shared ->
+            case erase(?BINDING) of
+                Where ->
+                    %% A process binding that is no longer ours (a process
+                    %% dictionary copied from another process): not bound.
+                    run(shared, Req, Timeout);
+                Other ->
+                    restore_binding(Other),
+                    {error, context_not_bound} % an explicit context
+            end;
         {error, _} = Error -> Error;
         Job -> wait(Ref, Job, deadline(Timeout))
     end.
@@ -637,6 +665,9 @@ submit(Where, Ref, Req, Sync) ->
             Job
     catch error:badarg -> {error, {badarg, request}}
     end.
+
+restore_binding(undefined) -> ok;
+restore_binding(B) -> put(?BINDING, B), ok.
 
 %% The process's worker was lost (the pool has dropped the binding).
 forget_lost_binding(Where, Err) when Err =:= worker_crashed; Err =:= context_not_bound ->

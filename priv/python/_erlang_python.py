@@ -19,14 +19,19 @@ import tracemalloc
 # ---- asyncio ---------------------------------------------------------------
 
 _loop = None
+_loop_thread = None
 _loop_lock = threading.Lock()
+_active = {}        # task -> reply, while running (loop thread only)
+_watching = False   # a _watch call is scheduled (loop thread only)
+_WATCH_PERIOD = 0.05
 
 
 def _event_loop():
-    """The event loop thread, started once (a real loop, not polling)."""
-    global _loop
+    """The event loop thread, started on first use (a real loop, not
+    polling), and started again should it ever have stopped."""
+    global _loop, _loop_thread
     with _loop_lock:
-        if _loop is None:
+        if _loop is None or not _loop_thread.is_alive():
             loop = asyncio.new_event_loop()
             ready = threading.Event()
 
@@ -35,7 +40,8 @@ def _event_loop():
                 loop.call_soon(ready.set)
                 loop.run_forever()
 
-            threading.Thread(target=run, name="erlang_python_asyncio", daemon=True).start()
+            _loop_thread = threading.Thread(target=run, name="erlang_python_asyncio", daemon=True)
+            _loop_thread.start()
             ready.wait()
             _loop = loop
         return _loop
@@ -45,20 +51,42 @@ async def _drain(agen):
     return [item async for item in agen]
 
 
-async def _await(awaitable):
-    return await awaitable
-
-
-def _deliver(future, reply):
+async def _run(awaitable, reply):
+    """Runs one request's coroutine and delivers its outcome.  Nothing it
+    raises escapes: SystemExit or KeyboardInterrupt would stop the loop."""
     try:
-        if future.cancelled():
-            reply.exception(asyncio.CancelledError("the coroutine was cancelled"))
-        elif future.exception() is not None:
-            reply.exception(future.exception())
-        else:
-            reply.result(future.result())
-    except BaseException as e:  # the result could not be converted
+        result = await awaitable
+    except asyncio.CancelledError:
+        reply.exception(asyncio.CancelledError("the coroutine was cancelled"))
+    except BaseException as e:
         reply.exception(e)
+    else:
+        try:
+            reply.result(result)
+        except BaseException as e:  # the result could not be converted
+            reply.exception(e)
+
+
+def _watch():
+    """Cancels the tasks whose caller gave up (py:async_await timed out)."""
+    global _watching
+    for task, reply in list(_active.items()):
+        if reply.abandoned:
+            task.cancel()
+    if _active:
+        _loop.call_later(_WATCH_PERIOD, _watch)
+    else:
+        _watching = False
+
+
+def _start_task(coro, reply):
+    global _watching
+    task = _loop.create_task(coro)
+    _active[task] = reply
+    task.add_done_callback(lambda t: _active.pop(t, None))
+    if not _watching:
+        _watching = True
+        _loop.call_later(_WATCH_PERIOD, _watch)
 
 
 def start_coroutine(obj, reply, stream):
@@ -68,13 +96,13 @@ def start_coroutine(obj, reply, stream):
     if stream:
         if not hasattr(obj, "__aiter__"):
             raise TypeError("%s is not an async generator or async iterable" % type(obj).__name__)
-        coro = _drain(obj)
+        awaitable = _drain(obj)
     elif inspect.isawaitable(obj):
-        coro = _await(obj)
+        awaitable = obj
     else:
         raise TypeError("%s is not a coroutine or awaitable" % type(obj).__name__)
-    future = asyncio.run_coroutine_threadsafe(coro, _event_loop())
-    future.add_done_callback(lambda f: _deliver(f, reply))
+    loop = _event_loop()
+    loop.call_soon_threadsafe(_start_task, _run(awaitable, reply), reply)
 
 
 # ---- memory ----------------------------------------------------------------
@@ -120,11 +148,12 @@ def activate_venv(path):
     if not os.path.isfile(os.path.join(path, "pyvenv.cfg")):
         raise ValueError("%s is not a virtual environment (no pyvenv.cfg)" % path)
     wanted = "python%d.%d" % sys.version_info[:2]
-    candidates = sorted(glob.glob(os.path.join(path, "lib", "python*", "site-packages")))
-    matching = [c for c in candidates if os.path.basename(os.path.dirname(c)) == wanted]
-    if not candidates:
-        raise ValueError("%s has no lib/python*/site-packages" % path)
-    site_packages = (matching or candidates)[0]
+    site_packages = os.path.join(path, "lib", wanted, "site-packages")
+    if not os.path.isdir(site_packages):
+        found = sorted(glob.glob(os.path.join(path, "lib", "python*", "site-packages")))
+        raise ValueError("%s has no lib/%s/site-packages (a venv for Python %d.%d is needed%s)"
+                         % (path, wanted, sys.version_info[0], sys.version_info[1],
+                            "; found " + ", ".join(found) if found else ""))
     if _venv is not None:
         deactivate_venv()
     before = list(sys.path)
@@ -146,10 +175,10 @@ def deactivate_venv():
         return False
     venv, _venv = _venv, None
     sys.path[:] = [p for p in sys.path if p not in venv["added"]]
-    prefix = venv["path"] + os.sep
+    prefixes = tuple(os.path.join(p, "") for p in [venv["path"]] + venv["added"])
     for name, mod in list(sys.modules.items()):
         f = getattr(mod, "__file__", None) or ""
-        if f.startswith(prefix):
+        if f.startswith(prefixes):
             del sys.modules[name]
     if venv["old_env"] is None:
         os.environ.pop("VIRTUAL_ENV", None)
