@@ -46,7 +46,7 @@ static inline ErlNifSInt64 small_value(ERL_NIF_TERM t)
  * Conversion recurses once per nesting level.  Workers have 64 MiB stacks,
  * but Python threads and the asyncio loop thread have 8 MiB: deep data is
  * refused (ValueError) while less than PYC_STACK_RESERVE bytes remain. */
-#define PYC_STACK_RESERVE (512 * 1024)
+#define PYC_STACK_RESERVE ((uintptr_t)512 * 1024)
 
 static __thread uintptr_t stack_low; /* 1: unknown */
 

@@ -245,12 +245,15 @@ static int iterable(buf_t *b, PyObject *o, int depth)
     if (!seq)
         return -1;
     n = PyList_GET_SIZE(seq);
-    if (n == 0)
-        rc = put8(b, NIL_EXT);
-    else if (put8(b, LIST_EXT) < 0 || put32(b, (uint32_t)n) < 0)
-        rc = -1;
-    else if (!(rc = items(b, seq, n, depth)))
-        rc = put8(b, NIL_EXT);
+    rc = 0;
+    if (n > 0) {
+        if (put8(b, LIST_EXT) < 0 || put32(b, (uint32_t)n) < 0)
+            rc = -1;
+        else
+            rc = items(b, seq, n, depth);
+    }
+    if (rc == 0)
+        rc = put8(b, NIL_EXT); /* the empty list, or the proper list's tail */
     Py_DECREF(seq);
     return rc;
 }

@@ -170,7 +170,7 @@ static PyObject *format_traceback(PyObject *type, PyObject *value, PyObject *tb)
             return NULL;
     }
     if (!(lines = PyObject_CallFunctionObjArgs(format_exc, type, value ? value : Py_None,
-                                               tb ? tb : Py_None, NULL)))
+                                               tb ? tb : Py_None, (PyObject *)NULL)))
         return NULL;
     sep = PyUnicode_FromString("");
     text = sep ? PyUnicode_Join(sep, lines) : NULL;
@@ -542,7 +542,8 @@ static PyObject *do_async(pyx_state_t *st, ErlNifEnv *env, const ERL_NIF_TERM *e
     if (!(coro = do_call(st, env, el)))
         return NULL;
     if ((reply = pym_reply_new(r)))
-        res = PyObject_CallFunctionObjArgs(start, coro, reply, stream ? Py_True : Py_False, NULL);
+        res = PyObject_CallFunctionObjArgs(start, coro, reply, stream ? Py_True : Py_False,
+                                           (PyObject *)NULL);
     Py_XDECREF(reply);
     Py_DECREF(coro);
     return res;

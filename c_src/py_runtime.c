@@ -74,11 +74,13 @@ static void arena_free(void *ctx, void *ptr, size_t size)
 /* Keeps this shared object mapped for the life of the OS process: the
  * interpreter and our threads hold pointers into it, so a purge of the
  * Erlang module must never unmap it. */
+static void *self_handle, *libpython_handle; /* never dlclose()d */
+
 static void pin_self(void)
 {
     Dl_info info;
     if (dladdr((void *)&pin_self, &info) && info.dli_fname)
-        (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE);
+        self_handle = dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE);
 }
 
 int pyr_start(char *err, size_t errlen)
@@ -92,7 +94,7 @@ int pyr_start(char *err, size_t errlen)
     pin_self();
     /* Extension modules (_json, _ssl, _ctypes...) resolve libpython symbols
      * from the global namespace: promote the library we were linked with. */
-    if (!dlopen(PYN_LIBPYTHON, RTLD_NOW | RTLD_GLOBAL)) {
+    if (!(libpython_handle = dlopen(PYN_LIBPYTHON, RTLD_NOW | RTLD_GLOBAL))) {
         snprintf(err, errlen, "dlopen %s: %s", PYN_LIBPYTHON, dlerror());
         return -1;
     }
@@ -104,7 +106,9 @@ int pyr_start(char *err, size_t errlen)
     /* erts turns glibc's adaptive mmap threshold off, so every block over
      * 128 KiB (the item array of a 100k-element list, say) was mapped and
      * unmapped per call.  Blocks under 32 MiB now come from the heap. */
-    mallopt(M_MMAP_THRESHOLD, PYR_MMAP_THRESHOLD);
+    /* mallopt takes the main arena lock; schedulers reading the threshold
+     * meanwhile see the old or the new value, both fine. */
+    mallopt(M_MMAP_THRESHOLD, PYR_MMAP_THRESHOLD); /* NOLINT(concurrency-mt-unsafe) */
     {
         PyObjectArenaAllocator arenas = {NULL, arena_alloc, arena_free};
         PyObject_SetArenaAllocator(&arenas);

@@ -18,7 +18,7 @@
 #include "py_runtime.h"
 #include "worker.h"
 
-#define PYN_STACK_BYTES (64u * 1024u * 1024u)
+#define PYN_STACK_BYTES ((size_t)64 * 1024 * 1024)
 /* How long an idle worker polls its queues before parking on its condition
  * variable.  A wake-up through the condition variable costs 10-15 us here;
  * polling lets back-to-back calls skip it.  Only one worker polls at a time
@@ -92,9 +92,9 @@ static void q_push(pyn_queue_t *q, pyn_job_t *j)
     j->queue = q;
 }
 
-static void q_remove(pyn_job_t *j)
+/* Unlinks j from q, the queue it is on. */
+static void q_unlink(pyn_queue_t *q, pyn_job_t *j)
 {
-    pyn_queue_t *q = j->queue;
     if (j->prev)
         j->prev->next = j->next;
     else
@@ -107,11 +107,16 @@ static void q_remove(pyn_job_t *j)
     j->queue = NULL;
 }
 
+static void q_remove(pyn_job_t *j)
+{
+    q_unlink(j->queue, j);
+}
+
 static pyn_job_t *q_pop(pyn_queue_t *q)
 {
     pyn_job_t *j = q->head;
     if (j)
-        q_remove(j);
+        q_unlink(q, j); /* not j->queue: the analyzer cannot know they agree */
     return j;
 }
 
@@ -852,7 +857,8 @@ pyn_worker_t *pyn_worker_start(int id, char *err, size_t errlen)
     rc = pthread_create(&w->thread, &attr, worker_main, w);
     pthread_attr_destroy(&attr);
     if (rc != 0) {
-        snprintf(err, errlen, "pthread_create: %s", strerror(rc));
+        char why[128];
+        snprintf(err, errlen, "pthread_create: %s", strerror_r(rc, why, sizeof why));
         pyn_worker_retire(NULL, w, ATOMS.worker_crashed);
         unregister_thread(w);
         enif_release_resource(w); /* the thread's */
@@ -1328,7 +1334,9 @@ int pyn_pool_boot(char *err, size_t errlen)
         if (rc != 0) {
             P.booted = 1;
             P.boot_rc = -1;
-            snprintf(P.boot_err, sizeof P.boot_err, "pthread_create: %s", strerror(rc));
+            char why[128];
+            snprintf(P.boot_err, sizeof P.boot_err, "pthread_create: %s",
+                     strerror_r(rc, why, sizeof why));
         }
     }
     while (!P.booted)

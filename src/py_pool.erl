@@ -247,8 +247,6 @@ find(Pred, State) ->
         [] -> error
     end.
 
-add_python_path([]) ->
-    ok;
 add_python_path(Dirs) ->
     Paths = [unicode:characters_to_binary(D) || D <- Dirs],
     case py:exec(<<"import sys\n"

@@ -50,7 +50,10 @@ groups() ->
 
 init_per_suite(Config) ->
     DataDir = ?config(data_dir, Config),
-    ok = application:load(erlang_python),
+    case application:load(erlang_python) of
+        ok -> ok;
+        {error, {already_loaded, erlang_python}} -> ok
+    end,
     ok = application:set_env(erlang_python, python_path, [DataDir]),
     {ok, _} = application:ensure_all_started(erlang_python),
     %% The helpers module is importable on the workers.
