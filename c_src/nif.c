@@ -50,8 +50,58 @@ static ERL_NIF_TERM error_tuple(ErlNifEnv *env, const char *msg)
     return enif_make_tuple2(env, ATOMS.error, bin);
 }
 
-/* submit(Where, Ref, Req, Sync) -> Job | ErrorAtom
- * Where: shared | {nested, Worker} | {Worker, Gen}. */
+/* Whether copying t touches more than *budget nodes or nests deeper than
+ * PYN_SUBMIT_DEPTH (a bounded walk on the scheduler's small stack, so that
+ * a normal scheduler never spends more than a fraction of a millisecond
+ * copying a request; erts's own copy is not recursive). */
+#define PYN_SUBMIT_DEPTH 64
+
+static int too_big(ErlNifEnv *env, ERL_NIF_TERM t, long *budget, int depth)
+{
+    int arity;
+    const ERL_NIF_TERM *el;
+    ERL_NIF_TERM h;
+    ErlNifMapIterator it;
+    ERL_NIF_TERM k, v;
+
+    if (--*budget < 0 || depth > PYN_SUBMIT_DEPTH)
+        return 1;
+    if (enif_get_tuple(env, t, &arity, &el)) {
+        for (int i = 0; i < arity; i++)
+            if (too_big(env, el[i], budget, depth + 1))
+                return 1;
+    } else if (enif_is_list(env, t)) {
+        while (enif_get_list_cell(env, t, &h, &t))
+            if (too_big(env, h, budget, depth + 1))
+                return 1;
+    } else if (enif_is_map(env, t) && enif_map_iterator_create(env, t, &it, ERL_NIF_MAP_ITERATOR_FIRST)) {
+        int big = 0;
+        while (!big && enif_map_iterator_get_pair(env, &it, &k, &v)) {
+            big = too_big(env, k, budget, depth + 1) || too_big(env, v, budget, depth + 1);
+            enif_map_iterator_next(env, &it);
+        }
+        enif_map_iterator_destroy(env, &it);
+        return big;
+    }
+    return 0;
+}
+
+#define PYN_SUBMIT_BUDGET 20000
+
+/* submit(Where, Ref, Req, Sync) -> Job | ErrorAtom | dirty
+ * Where: shared | {nested, Worker} | {Worker, Gen}.  A request too large
+ * to copy on a normal scheduler answers `dirty': the caller then uses
+ * submit_dirty/4, the same function on a dirty CPU scheduler. */
+static ERL_NIF_TERM nif_submit(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+
+static ERL_NIF_TERM nif_submit_normal(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    long budget = PYN_SUBMIT_BUDGET;
+    if (too_big(env, argv[2], &budget, 0))
+        return enif_make_atom(env, "dirty");
+    return nif_submit(env, argc, argv);
+}
+
 static ERL_NIF_TERM nif_submit(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     const ERL_NIF_TERM *where, *req;
@@ -331,7 +381,8 @@ static ErlNifFunc funcs[] = {
     {"slot_release", 1, nif_slot_release, 0},
     {"clear_caches", 0, nif_clear_caches, 0},
     {"execution_info", 0, nif_execution_info, 0},
-    {"submit", 4, nif_submit, 0},
+    {"submit", 4, nif_submit_normal, 0},
+    {"submit_dirty", 4, nif_submit, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"cancel", 1, nif_cancel, 0},
     {"pool_attach", 3, nif_pool_attach, 0},
     {"pool_shutdown", 0, nif_pool_shutdown, 0},

@@ -659,12 +659,21 @@ run(Where, Req, Timeout) ->
 
 submit(Where, Ref, Req, Sync) ->
     try py_nif:submit(Where, Ref, Req, Sync) of
+        dirty ->
+            %% Too large to copy on a normal scheduler without blocking it.
+            submit_result(Where, py_nif:submit_dirty(Where, Ref, Req, Sync));
+        Result ->
+            submit_result(Where, Result)
+    catch error:badarg -> {error, {badarg, request}}
+    end.
+
+submit_result(Where, Result) ->
+    case Result of
         Err when is_atom(Err) ->
             forget_lost_binding(Where, Err),
             {error, Err};
         Job ->
             Job
-    catch error:badarg -> {error, {badarg, request}}
     end.
 
 restore_binding(undefined) -> ok;

@@ -5,7 +5,7 @@
 
 -export([async_reply/1, async_cancel/1, sem_info/0, sem_set_max/1, slot_acquire/1,
          slot_release/1, clear_caches/0, execution_info/0]).
--export([submit/4, cancel/1, pool_attach/3, pool_shutdown/0, worker_start/1,
+-export([submit/4, submit_dirty/4, cancel/1, pool_attach/3, pool_shutdown/0, worker_start/1,
          worker_retire/1, worker_bind/2, stats/0, cb_reply/2, version/0]).
 
 -on_load(init/0).
@@ -33,9 +33,14 @@ init() ->
            end,
     erlang:load_nif(Path, 0).
 
-%% @doc Queues a request; returns the job handle or an error atom.
+%% @doc Queues a request; returns the job handle or an error atom, or
+%% `dirty' when the request is too large to copy on a normal scheduler.
 -spec submit(where(), reference(), tuple(), boolean()) -> job() | atom().
 submit(_Where, _Ref, _Req, _Sync) -> erlang:nif_error(not_loaded).
+
+%% @doc `submit/4' on a dirty CPU scheduler, for large requests.
+-spec submit_dirty(where(), reference(), tuple(), boolean()) -> job() | atom().
+submit_dirty(_Where, _Ref, _Req, _Sync) -> erlang:nif_error(not_loaded).
 
 %% @doc The caller gives up on a job: `ok' (no reply will come), `sent', or
 %% `{overloaded, Current, Max}' if it never got a semaphore slot.
