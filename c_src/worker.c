@@ -605,6 +605,13 @@ static void finish_job(pyn_worker_t *w, pyn_job_t *j, ERL_NIF_TERM result)
     j->state = PYN_JS_DONE;
     w->current = j->prev; /* back to the job it was nested in */
     j->prev = NULL;
+    /* A worker back from a top-level job looks at the queues before it
+     * parks: it stands as the poller, so a submit meanwhile need not wake
+     * another worker (a futex wake on the caller's path). */
+    if (!w->current && !w->bound && !P.spinner) {
+        P.spinner = w;
+        P.spinner_claimed = 0;
+    }
     clear_interrupt = j->interrupt_sent;
     monitored = j->monitored; /* the watchdog may have set it */
     j->monitored = 0;
@@ -709,6 +716,18 @@ static void spin(pyn_worker_t *w)
     P.spinner_claimed = 0;
 }
 
+/* w stops standing as the poller (lock held).  A job a submit left for it
+ * without waking anyone must then not be stranded: wake a parked worker. */
+static void release_poller(pyn_worker_t *w)
+{
+    if (P.spinner != w)
+        return;
+    P.spinner = NULL;
+    P.spinner_claimed = 0;
+    if (P.shared.head)
+        wake_one_free();
+}
+
 /* Next job for w, parking with the GIL released; NULL when retired.  A
  * worker that just finished a job first polls briefly (if no other worker
  * polls), then parks until signalled. */
@@ -724,11 +743,12 @@ static pyn_job_t *next_job(pyn_worker_t *w)
         if ((j = q_pop(&w->nested)) || (j = q_pop(&w->own)) ||
             (!w->bound && (j = q_pop(&P.shared))))
             break;
-        if (!spun && !P.spinner) {
+        if (!spun && (!P.spinner || P.spinner == w)) {
             spun = 1;
             spin(w);
             continue;
         }
+        release_poller(w);
         {
             int counted = !w->bound; /* bound may change while parked */
             w->idle = 1;
@@ -738,6 +758,7 @@ static pyn_job_t *next_job(pyn_worker_t *w)
             w->idle = 0;
         }
     }
+    release_poller(w);
     if (j)
         start_job(w, j);
     pthread_mutex_unlock(&P.lock);
@@ -756,8 +777,10 @@ static pyn_job_t *try_next_job(pyn_worker_t *w)
     pthread_mutex_lock(&P.lock);
     if (w->state == PYN_W_ALIVE &&
         ((j = q_pop(&w->nested)) || (j = q_pop(&w->own)) ||
-         (!w->bound && (j = q_pop(&P.shared)))))
+         (!w->bound && (j = q_pop(&P.shared))))) {
+        release_poller(w);
         start_job(w, j);
+    }
     pthread_mutex_unlock(&P.lock);
     return j;
 }
