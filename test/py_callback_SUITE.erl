@@ -49,20 +49,13 @@ groups() ->
      {timing, [], [timeout_during_callback, call_async_callback]}].
 
 init_per_suite(Config) ->
-    DataDir = ?config(data_dir, Config),
-    case application:load(erlang_python) of
-        ok -> ok;
-        {error, {already_loaded, erlang_python}} -> ok
-    end,
-    ok = application:set_env(erlang_python, python_path, [DataDir]),
-    {ok, _} = application:ensure_all_started(erlang_python),
+    Config1 = py_test_lib:start_suite(Config, fun(DataDir) -> [{python_path, [DataDir]}] end),
     %% The helpers module is importable on the workers.
     {ok, <<"cb_helpers">>} = py:eval(<<"__import__('cb_helpers').__name__">>),
-    Config.
+    Config1.
 
-end_per_suite(_Config) ->
-    ok = application:stop(erlang_python),
-    ok = application:unset_env(erlang_python, python_path).
+end_per_suite(Config) ->
+    ok = py_test_lib:stop_suite(Config).
 
 init_per_testcase(_Case, Config) ->
     ok = register_chain(),
@@ -70,7 +63,7 @@ init_per_testcase(_Case, Config) ->
 
 end_per_testcase(_Case, _Config) ->
     %% Every test leaves the pool idle and fully available.
-    case wait_idle(50) of
+    case catch py_test_lib:wait_pool_idle(4, 1000) of
         ok -> ok;
         NotIdle -> {fail, NotIdle}
     end.
@@ -705,12 +698,4 @@ exec_result(Code) ->
 drain(Quiet) ->
     receive M -> [M | drain(Quiet)]
     after Quiet -> []
-    end.
-
-wait_idle(0) ->
-    {not_idle, py_pool:get_stats()};
-wait_idle(N) ->
-    case py_pool:get_stats() of
-        #{pending_requests := 0, available_workers := 4, num_workers := 4} -> ok;
-        _ -> timer:sleep(20), wait_idle(N - 1)
     end.

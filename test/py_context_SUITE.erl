@@ -35,6 +35,8 @@
          unbind_when_not_bound/1, unbind_ctx_twice/1, is_bound_transitions/1,
          main_calls_on_bound_worker/1, stress_many_binders/1]).
 
+-import(py_test_lib, [wait_until/2]).
+
 -define(STATS_KEYS, [num_workers, available_workers, checked_out, pending_requests]).
 
 suite() ->
@@ -62,15 +64,11 @@ groups() ->
      {stress, [], [stress_many_binders]}].
 
 init_per_suite(Config) ->
-    _ = application:load(erlang_python),
-    Saved = [{K, application:get_env(erlang_python, K)} || K <- [num_workers, python_path]],
+    Saved = py_test_lib:save_env([num_workers, python_path]),
     [{saved_env, Saved} | Config].
 
 end_per_suite(Config) ->
-    _ = application:stop(erlang_python),
-    lists:foreach(fun({K, {ok, V}}) -> application:set_env(erlang_python, K, V);
-                     ({K, undefined}) -> application:unset_env(erlang_python, K)
-                  end, ?config(saved_env, Config)),
+    _ = py_test_lib:stop_app(?config(saved_env, Config)),
     ok.
 
 %% Each group gets a freshly started application with its own pool size; the
@@ -80,10 +78,8 @@ init_per_group(Group, Config) ->
             doc_examples_8_workers -> 8;
             _ -> 4
         end,
-    _ = application:stop(erlang_python),
-    ok = application:set_env(erlang_python, num_workers, N),
-    ok = application:set_env(erlang_python, python_path, [?config(data_dir, Config)]),
-    {ok, _} = application:ensure_all_started(erlang_python),
+    _ = py_test_lib:start_app([{num_workers, N},
+                               {python_path, [?config(data_dir, Config)]}]),
     ?assertEqual(idle(N), stats()),
     [{num_workers, N} | Config].
 
@@ -93,8 +89,7 @@ end_per_group(_Group, _Config) ->
 %% A case starts on an idle pool (bindings of an earlier case's process are
 %% released asynchronously when that process ends).
 init_per_testcase(_Case, Config) ->
-    _ = wait_until(fun stats/0,
-                   fun(S) -> S =:= idle(?config(num_workers, Config)) end),
+    ok = py_test_lib:wait_pool_idle(?config(num_workers, Config), 5000),
     Config.
 
 end_per_testcase(_Case, _Config) ->
@@ -711,7 +706,7 @@ count_to(Exec, Eval, N) ->
 %%====================================================================
 
 stats() ->
-    maps:with(?STATS_KEYS, py_pool:get_stats()).
+    py_test_lib:pool_stats().
 
 st(N, Available, CheckedOut) ->
     #{num_workers => N, available_workers => Available, checked_out => CheckedOut,
@@ -720,20 +715,6 @@ st(N, Available, CheckedOut) ->
 idle(N) -> st(N, N, 0).
 
 exhausted(N) -> st(N, 0, N).
-
-%% Polls Fun until Pred holds (at most ~5 s); returns the last value, for
-%% the caller to assert on.
-wait_until(Fun, Pred) ->
-    wait_until(Fun, Pred, 500).
-
-wait_until(Fun, _Pred, 0) ->
-    Fun();
-wait_until(Fun, Pred, N) ->
-    V = Fun(),
-    case Pred(V) of
-        true -> V;
-        false -> timer:sleep(10), wait_until(Fun, Pred, N - 1)
-    end.
 
 %% Runs Fun in a new process and returns its result; a call that does not
 %% return within 10 s fails the case instead of hanging it.

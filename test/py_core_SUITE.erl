@@ -83,18 +83,15 @@ groups() ->
      {load, [], [load_concurrent_callers, load_big_ints, load_big_list, load_big_map,
                  load_big_binary, load_deep_nesting]}].
 
-init_per_suite(Config) ->
-    DataDir = filename:absname(?config(data_dir, Config)),
-    _ = application:load(erlang_python),
-    ok = application:set_env(erlang_python, num_workers, ?NUM_WORKERS),
-    ok = application:set_env(erlang_python, python_path, [DataDir]),
-    {ok, _} = application:ensure_all_started(erlang_python),
-    [{helpers_dir, DataDir} | Config].
+%% The application env here and in peer nodes.
+env(DataDir) ->
+    [{num_workers, ?NUM_WORKERS}, {python_path, [DataDir]}].
 
-end_per_suite(_Config) ->
-    _ = application:stop(erlang_python),
-    ok = application:unset_env(erlang_python, python_path),
-    ok = application:unset_env(erlang_python, num_workers),
+init_per_suite(Config) ->
+    py_test_lib:start_suite(Config, fun env/1).
+
+end_per_suite(Config) ->
+    _ = py_test_lib:stop_suite(Config),
     ok.
 
 init_per_testcase(_Case, Config) ->
@@ -115,7 +112,7 @@ bound(Fun) ->
     try Fun() after ok = py:unbind() end.
 
 no_stray_messages() ->
-    receive M -> {stray, M} after 200 -> ok end.
+    py_test_lib:no_stray_messages(200).
 
 %% The workers in service; equal before and after means none was replaced.
 worker_ids() ->
@@ -127,11 +124,7 @@ assert_pool_idle(Workers) ->
     assert_pool_idle().
 
 assert_pool_idle() ->
-    ?assertMatch(#{num_workers := ?NUM_WORKERS,
-                   available_workers := ?NUM_WORKERS,
-                   checked_out := 0,
-                   pending_requests := 0},
-                 py_pool:get_stats()).
+    py_test_lib:assert_pool_idle(?NUM_WORKERS).
 
 %% Every worker answers: more concurrent requests than workers, each one
 %% sleeping a little so that they spread over the whole pool.
@@ -152,27 +145,8 @@ assert_pool_serves() ->
 %% Runs Fun(Call) against a fresh peer VM with the application started;
 %% Call(M, F, A) runs there.  A peer crash is returned as {peer_down, _}.
 in_peer(Fun) ->
-    Ebin = filename:dirname(code:which(py)),
     DataDir = hd(application:get_env(erlang_python, python_path, [""])),
-    Peer = case peer:start_link(#{connection => standard_io, args => ["-pa", Ebin]}) of
-               {ok, P} -> P;
-               {ok, P, _Node} -> P
-           end,
-    unlink(Peer),
-    Call = fun(M, F, A) ->
-                   try peer:call(Peer, M, F, A, 30000)
-                   catch Class:Reason -> {peer_down, {Class, Reason}}
-                   end
-           end,
-    try
-        ok = Call(application, load, [erlang_python]),
-        ok = Call(application, set_env, [erlang_python, num_workers, ?NUM_WORKERS]),
-        ok = Call(application, set_env, [erlang_python, python_path, [DataDir]]),
-        ?assertMatch({ok, _}, Call(application, ensure_all_started, [erlang_python])),
-        Fun(Call)
-    after
-        catch peer:stop(Peer)
-    end.
+    py_test_lib:in_peer(env(DataDir), 30000, Fun).
 
 nest(0, Acc) -> Acc;
 nest(N, Acc) -> nest(N - 1, [Acc]).

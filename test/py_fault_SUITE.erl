@@ -42,6 +42,10 @@
 %% used inside a peer node
 -export([peer_killed_endless/0, peer_abandoned_calls/0]).
 
+-import(py_test_lib, [now_ms/0, wait_until/3, wait_pool_idle/2, worker_ids/0,
+                      all_workers_answer/1, flush_mailbox/0, no_stray_messages/1,
+                      assert_no_stray/1]).
+
 -define(H, fault_helpers).
 -define(NUM_WORKERS, 4).
 -define(GRACE_MS, 1000).
@@ -72,133 +76,44 @@ all() ->
 %% Setup
 %%====================================================================
 
--define(ENV_KEYS, [num_workers, python_path, cancel_grace_ms]).
+%% The application env here and in peer nodes.
+env(DataDir) ->
+    [{num_workers, ?NUM_WORKERS}, {python_path, [DataDir]}, {cancel_grace_ms, ?GRACE_MS}].
 
 init_per_suite(Config) ->
-    _ = application:stop(erlang_python),
-    _ = application:load(erlang_python),
-    Saved = [{K, application:get_env(erlang_python, K)} || K <- ?ENV_KEYS],
-    DataDir = filename:absname(?config(data_dir, Config)),
-    ok = application:set_env(erlang_python, num_workers, ?NUM_WORKERS),
-    ok = application:set_env(erlang_python, python_path, [DataDir]),
-    ok = application:set_env(erlang_python, cancel_grace_ms, ?GRACE_MS),
-    {ok, _} = application:ensure_all_started(erlang_python),
-    [{saved_env, Saved}, {helpers_dir, DataDir} | Config].
+    py_test_lib:start_suite(Config, fun env/1).
 
 end_per_suite(Config) ->
-    _ = application:stop(erlang_python),
-    lists:foreach(fun({K, {ok, V}}) -> application:set_env(erlang_python, K, V);
-                     ({K, undefined}) -> application:unset_env(erlang_python, K)
-                  end, ?config(saved_env, Config)),
+    _ = py_test_lib:stop_suite(Config),
     ok.
 
 init_per_testcase(_Case, Config) ->
-    {ok, _} = application:ensure_all_started(erlang_python),
-    ok = wait_pool_full(?RECOVER_MS),
+    ok = py_test_lib:ensure_pool_idle(?NUM_WORKERS, ?RECOVER_MS),
     {ok, none} = py:call(?H, reset, []),
     flush_mailbox(),
     Config.
 
 %% A case that left the pool broken must not break the next ones: restart.
 end_per_testcase(_Case, _Config) ->
-    _ = catch py:unbind(),
-    Healthy = (catch wait_pool_full(?RECOVER_MS)) =:= ok,
-    Healthy orelse begin
-                       ct:pal("pool not whole after the case: restarting the application"),
-                       _ = application:stop(erlang_python),
-                       {ok, _} = application:ensure_all_started(erlang_python)
-                   end,
-    flush_mailbox(),
-    ok.
+    py_test_lib:recover_pool(?NUM_WORKERS, ?RECOVER_MS).
 
 %%====================================================================
 %% Helpers
 %%====================================================================
 
-flush_mailbox() ->
-    receive _ -> flush_mailbox() after 0 -> ok end.
-
 %% The test process itself got nothing it did not ask for.
 assert_no_stray() ->
-    receive M -> error({stray, M}) after 300 -> ok end.
-
-worker_ids() ->
-    [Id || #{id := Id} <- py_pool:workers()].
-
-pool_full() ->
-    Stats = py_pool:get_stats(),
-    Workers = py_pool:workers(),
-    Whole = Stats =:= #{num_workers => ?NUM_WORKERS, available_workers => ?NUM_WORKERS,
-                        checked_out => 0, pending_requests => 0}
-        andalso length(Workers) =:= ?NUM_WORKERS
-        andalso lists:all(fun(#{bound := B}) -> B =:= false end, Workers),
-    {Whole, {Stats, Workers}}.
+    assert_no_stray(300).
 
 %% Polls until every worker is in service, free, and nothing is pending.
 wait_pool_full(BoundMs) ->
-    wait_until(fun pool_full/0, BoundMs, pool_not_full).
-
-wait_until(Check, BoundMs, What) ->
-    Deadline = erlang:monotonic_time(millisecond) + BoundMs,
-    wait_until_(Check, Deadline, What).
-
-wait_until_(Check, Deadline, What) ->
-    {Done, Info} = Check(),
-    case Done of
-        true -> ok;
-        false ->
-            case erlang:monotonic_time(millisecond) > Deadline of
-                true -> error({What, Info});
-                false -> timer:sleep(20), wait_until_(Check, Deadline, What)
-            end
-    end.
+    wait_pool_idle(?NUM_WORKERS, BoundMs).
 
 wait_pending(N, BoundMs) ->
     wait_until(fun() ->
                        #{pending_requests := P} = S = py_pool:get_stats(),
                        {P =:= N, S}
                end, BoundMs, {pending_not, N}).
-
-%% Binds up to N contexts; on a refusal, returns what it got so far, so
-%% that the caller can release them.
-bind_new(0, Acc) ->
-    {ok, Acc};
-bind_new(N, Acc) ->
-    case py:bind(new) of
-        {ok, C} -> bind_new(N - 1, [C | Acc]);
-        Other -> {{bind_new, Other}, Acc}
-    end.
-
-%% Every one of the workers answers: each is bound as a context in turn
-%% (all of them at once, so each context holds a different worker) and
-%% evaluated on; their OS threads differ.
-all_workers_answer() ->
-    {Bound, Ctxs} = bind_new(?NUM_WORKERS, []),
-    try
-        Bound =:= ok orelse error(Bound),
-        case py:bind(new) of
-            {error, no_workers_available} -> ok;
-            Fifth -> catch py:unbind(element(2, Fifth)), error({fifth_bind, Fifth})
-        end,
-        Self = self(),
-        Evals = [spawn(fun() ->
-                               R = try py:ctx_eval(C, <<"(__import__('threading').get_ident(), "
-                                                        "x * 2)">>, #{x => I}, 3000)
-                                   catch Class:Why -> {Class, Why}
-                                   end,
-                               Self ! {ctx_answer, I, R}
-                       end) || {I, C} <- lists:zip(lists:seq(1, ?NUM_WORKERS), Ctxs)],
-        ?NUM_WORKERS = length(Evals),
-        Rs = [receive {ctx_answer, I, R} -> R end || I <- lists:seq(1, ?NUM_WORKERS)],
-        Tids = [case R of
-                    {ok, {Tid, Double}} when Double =:= 2 * I -> Tid;
-                    _ -> error({worker_does_not_answer, I, R})
-                end || {I, R} <- lists:zip(lists:seq(1, ?NUM_WORKERS), Rs)],
-        ?assertEqual(?NUM_WORKERS, length(lists:usort(Tids)))
-    after
-        [py:unbind(C) || C <- Ctxs]
-    end,
-    ok.
 
 %% The pool is whole again (within the bound) and every worker answers.  A
 %% worker stuck in C past its caller's timeout still counts as available
@@ -207,7 +122,7 @@ all_workers_answer() ->
 assert_recovered() ->
     ok = wait_pool_full(?RECOVER_MS),
     ok = wait_until(fun() ->
-                            R = try all_workers_answer()
+                            R = try all_workers_answer(?NUM_WORKERS)
                                 catch C:Why -> {C, Why}
                                 end,
                             {R =:= ok, R}
@@ -222,7 +137,7 @@ caller(Tag, Fun) ->
                   Res = try Fun()
                         catch C:R:St -> {crashed, C, R, St}
                         end,
-                  Stray = receive M -> {stray, M} after 300 -> ok end,
+                  Stray = no_stray_messages(300),
                   Parent ! {caller_done, Tag, Res, Stray}
           end).
 
@@ -259,9 +174,6 @@ count(Name) ->
 wait_count(Name, N, BoundMs) ->
     wait_until(fun() -> C = count(Name), {C =:= N, {Name, C}} end, BoundMs,
                {count_not_reached, N}).
-
-now_ms() ->
-    erlang:monotonic_time(millisecond).
 
 %%====================================================================
 %% Callers killed
@@ -736,27 +648,4 @@ app_stop_while_binding(_Config) ->
 %% (same settings as here); Call(M, F, A) runs there.  A peer crash comes
 %% back as {peer_down, _}.
 in_peer(Config, Fun) ->
-    Ebin = filename:dirname(code:which(py)),
-    TestEbin = filename:dirname(code:which(?MODULE)),
-    DataDir = ?config(helpers_dir, Config),
-    {ok, Peer} = case peer:start_link(#{connection => standard_io,
-                                        args => ["-pa", Ebin, "-pa", TestEbin]}) of
-                     {ok, P} -> {ok, P};
-                     {ok, P, _Node} -> {ok, P}
-                 end,
-    unlink(Peer),
-    Call = fun(M, F, A) ->
-                   try peer:call(Peer, M, F, A, 60000)
-                   catch Class:Reason -> {peer_down, {Class, Reason}}
-                   end
-           end,
-    try
-        ok = Call(application, load, [erlang_python]),
-        ok = Call(application, set_env, [erlang_python, num_workers, ?NUM_WORKERS]),
-        ok = Call(application, set_env, [erlang_python, python_path, [DataDir]]),
-        ok = Call(application, set_env, [erlang_python, cancel_grace_ms, ?GRACE_MS]),
-        {ok, _} = Call(application, ensure_all_started, [erlang_python]),
-        Fun(Call)
-    after
-        catch peer:stop(Peer)
-    end.
+    py_test_lib:in_peer(env(?config(helpers_dir, Config)), 60000, Fun).

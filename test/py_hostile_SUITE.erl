@@ -42,6 +42,9 @@
 %% used inside a peer node
 -export([peer_exception_atoms/1]).
 
+-import(py_test_lib, [wait_pool_idle/2, worker_ids/0, all_workers_answer/1,
+                      assert_no_stray/1]).
+
 -define(H, hostile_helpers).
 -define(NUM_WORKERS, 4).
 -define(REPORT(Fmt, Args), ct:pal(100, Fmt, Args)).
@@ -77,120 +80,37 @@ all() ->
 %% Setup
 %%====================================================================
 
--define(ENV_KEYS, [num_workers, python_path, cancel_grace_ms]).
+%% The application env here and in peer nodes.
+env(DataDir) ->
+    [{num_workers, ?NUM_WORKERS}, {python_path, [DataDir]}, {cancel_grace_ms, 1000}].
 
 init_per_suite(Config) ->
-    _ = application:stop(erlang_python),
-    _ = application:load(erlang_python),
-    Saved = [{K, application:get_env(erlang_python, K)} || K <- ?ENV_KEYS],
-    DataDir = filename:absname(?config(data_dir, Config)),
-    ok = application:set_env(erlang_python, num_workers, ?NUM_WORKERS),
-    ok = application:set_env(erlang_python, python_path, [DataDir]),
-    ok = application:set_env(erlang_python, cancel_grace_ms, 1000),
-    {ok, _} = application:ensure_all_started(erlang_python),
-    [{saved_env, Saved}, {helpers_dir, DataDir} | Config].
+    py_test_lib:start_suite(Config, fun env/1).
 
 end_per_suite(Config) ->
-    _ = application:stop(erlang_python),
-    lists:foreach(fun({K, {ok, V}}) -> application:set_env(erlang_python, K, V);
-                     ({K, undefined}) -> application:unset_env(erlang_python, K)
-                  end, ?config(saved_env, Config)),
+    _ = py_test_lib:stop_suite(Config),
     ok.
 
 init_per_testcase(_Case, Config) ->
-    {ok, _} = application:ensure_all_started(erlang_python),
-    ok = wait_pool_full(10000),
-    flush_mailbox(),
+    ok = py_test_lib:ensure_pool_idle(?NUM_WORKERS, 10000),
     [{workers_before, worker_ids()} | Config].
 
 %% A case that broke the pool must not break the next ones: restart.
 end_per_testcase(_Case, _Config) ->
-    _ = catch py:unbind(),
-    case catch wait_pool_full(10000) of
-        ok -> ok;
-        _ ->
-            ct:pal("pool not whole after the case: restarting the application"),
-            _ = application:stop(erlang_python),
-            {ok, _} = application:ensure_all_started(erlang_python)
-    end,
-    flush_mailbox(),
-    ok.
+    py_test_lib:recover_pool(?NUM_WORKERS, 10000).
 
 %%====================================================================
 %% Helpers
 %%====================================================================
 
-flush_mailbox() ->
-    receive _ -> flush_mailbox() after 0 -> ok end.
-
-worker_ids() ->
-    [Id || #{id := Id} <- py_pool:workers()].
-
-pool_full() ->
-    Stats = py_pool:get_stats(),
-    {Stats =:= #{num_workers => ?NUM_WORKERS, available_workers => ?NUM_WORKERS,
-                 checked_out => 0, pending_requests => 0}, Stats}.
-
-wait_pool_full(BoundMs) ->
-    Deadline = erlang:monotonic_time(millisecond) + BoundMs,
-    wait_pool_full_(Deadline).
-
-wait_pool_full_(Deadline) ->
-    case pool_full() of
-        {true, _} -> ok;
-        {false, Stats} ->
-            case erlang:monotonic_time(millisecond) > Deadline of
-                true -> error({pool_not_full, Stats});
-                false -> timer:sleep(20), wait_pool_full_(Deadline)
-            end
-    end.
-
-%% Binds up to N contexts; on a refusal, returns what it got so far, so
-%% that the caller can release them.
-bind_new(0, Acc) ->
-    {ok, Acc};
-bind_new(N, Acc) ->
-    case py:bind(new) of
-        {ok, C} -> bind_new(N - 1, [C | Acc]);
-        Other -> {{bind_new, Other}, Acc}
-    end.
-
-%% Each of the 4 workers answers (each bound as a context, all at once, and
-%% evaluated on from its own process, 5 s each at most).
-all_workers_answer() ->
-    {Bound, Ctxs} = bind_new(?NUM_WORKERS, []),
-    try
-        Bound =:= ok orelse error(Bound),
-        case py:bind(new) of
-            {error, no_workers_available} -> ok;
-            Fifth -> catch py:unbind(element(2, Fifth)), error({fifth_bind, Fifth})
-        end,
-        Self = self(),
-        _ = [spawn(fun() ->
-                           R = try py:ctx_eval(C, <<"(__import__('threading').get_ident(), "
-                                                    "x * 2)">>, #{x => I}, 5000)
-                               catch Class:Why -> {Class, Why}
-                               end,
-                           Self ! {ctx_answer, I, R}
-                   end) || {I, C} <- lists:zip(lists:seq(1, ?NUM_WORKERS), Ctxs)],
-        Tids = [receive
-                    {ctx_answer, I, {ok, {Tid, D}}} when D =:= 2 * I -> Tid;
-                    {ctx_answer, I, R} -> error({worker_does_not_answer, I, R})
-                end || I <- lists:seq(1, ?NUM_WORKERS)],
-        ?assertEqual(?NUM_WORKERS, length(lists:usort(Tids)))
-    after
-        [py:unbind(C) || C <- Ctxs]
-    end,
-    ok.
-
 %% After a hostile case: no stray message, the pool idle and whole, the
 %% same workers as before (none was lost), each of them answering, and the
 %% interpreter still at its normal recursion limit.
 healthy(Config) ->
-    receive M -> error({stray, M}) after 300 -> ok end,
-    ok = wait_pool_full(10000),
-    ok = all_workers_answer(),
-    ok = wait_pool_full(10000),
+    ok = assert_no_stray(300),
+    ok = wait_pool_idle(?NUM_WORKERS, 10000),
+    ok = all_workers_answer(?NUM_WORKERS),
+    ok = wait_pool_idle(?NUM_WORKERS, 10000),
     ?assertEqual(?config(workers_before, Config), worker_ids()),
     ?assertEqual({ok, 1000}, py:call(?H, recursion_limit, [])),
     ok.
@@ -766,26 +686,4 @@ peer_exception_atoms(N) ->
 %% Runs Fun(Call) against a fresh peer VM with the application started;
 %% Call(M, F, A) runs there.
 in_peer(Config, Fun) ->
-    Ebin = filename:dirname(code:which(py)),
-    TestEbin = filename:dirname(code:which(?MODULE)),
-    DataDir = ?config(helpers_dir, Config),
-    {ok, Peer} = case peer:start_link(#{connection => standard_io,
-                                        args => ["-pa", Ebin, "-pa", TestEbin]}) of
-                     {ok, P} -> {ok, P};
-                     {ok, P, _Node} -> {ok, P}
-                 end,
-    unlink(Peer),
-    Call = fun(M, F, A) ->
-                   try peer:call(Peer, M, F, A, 90000)
-                   catch Class:Reason -> {peer_down, {Class, Reason}}
-                   end
-           end,
-    try
-        ok = Call(application, load, [erlang_python]),
-        ok = Call(application, set_env, [erlang_python, num_workers, ?NUM_WORKERS]),
-        ok = Call(application, set_env, [erlang_python, python_path, [DataDir]]),
-        {ok, _} = Call(application, ensure_all_started, [erlang_python]),
-        Fun(Call)
-    after
-        catch peer:stop(Peer)
-    end.
+    py_test_lib:in_peer(env(?config(helpers_dir, Config)), 90000, Fun).

@@ -24,6 +24,8 @@
          python_objects_flat/1,
          python_refcounts_stable/1]).
 
+-import(py_test_lib, [rss/0]).
+
 -define(H, leak_helpers).
 -define(NUM_WORKERS, 4).
 -define(MIB, (1024 * 1024)).
@@ -46,29 +48,19 @@ all() ->
 %% Setup
 %%====================================================================
 
--define(ENV_KEYS, [num_workers, python_path, cancel_grace_ms]).
-
 init_per_suite(Config) ->
-    _ = application:stop(erlang_python),
-    _ = application:load(erlang_python),
-    Saved = [{K, application:get_env(erlang_python, K)} || K <- ?ENV_KEYS],
-    DataDir = filename:absname(?config(data_dir, Config)),
-    ok = application:set_env(erlang_python, num_workers, ?NUM_WORKERS),
-    ok = application:set_env(erlang_python, python_path, [DataDir]),
-    ok = application:set_env(erlang_python, cancel_grace_ms, 1000),
-    {ok, _} = application:ensure_all_started(erlang_python),
-    [{saved_env, Saved} | Config].
+    py_test_lib:start_suite(Config, fun(DataDir) ->
+                                            [{num_workers, ?NUM_WORKERS},
+                                             {python_path, [DataDir]},
+                                             {cancel_grace_ms, 1000}]
+                                    end).
 
 end_per_suite(Config) ->
-    _ = application:stop(erlang_python),
-    lists:foreach(fun({K, {ok, V}}) -> application:set_env(erlang_python, K, V);
-                     ({K, undefined}) -> application:unset_env(erlang_python, K)
-                  end, ?config(saved_env, Config)),
+    _ = py_test_lib:stop_suite(Config),
     ok.
 
 init_per_testcase(_Case, Config) ->
-    {ok, _} = application:ensure_all_started(erlang_python),
-    ok = wait_pool_idle(10000),
+    ok = py_test_lib:ensure_pool_idle(?NUM_WORKERS, 10000),
     Config.
 
 end_per_testcase(_Case, _Config) ->
@@ -79,29 +71,9 @@ end_per_testcase(_Case, _Config) ->
 %% Helpers
 %%====================================================================
 
+%% Polls (up to BoundMs) until the pool is idle and whole.
 wait_pool_idle(BoundMs) ->
-    Deadline = erlang:monotonic_time(millisecond) + BoundMs,
-    wait_pool_idle_(Deadline).
-
-wait_pool_idle_(Deadline) ->
-    Stats = py_pool:get_stats(),
-    case Stats =:= #{num_workers => ?NUM_WORKERS, available_workers => ?NUM_WORKERS,
-                     checked_out => 0, pending_requests => 0} of
-        true -> ok;
-        false ->
-            case erlang:monotonic_time(millisecond) > Deadline of
-                true -> error({pool_not_idle, Stats});
-                false -> timer:sleep(20), wait_pool_idle_(Deadline)
-            end
-    end.
-
-%% Resident set size of this OS process, in bytes.
-rss() ->
-    {ok, Status} = file:read_file("/proc/self/status"),
-    [Line] = [L || L <- binary:split(Status, <<"\n">>, [global]),
-                   binary:match(L, <<"VmRSS:">>) =/= nomatch],
-    [_, Kb, <<"kB">>] = binary:split(Line, [<<" ">>, <<"\t">>], [global, trim_all]),
-    binary_to_integer(Kb) * 1024.
+    py_test_lib:wait_pool_idle(?NUM_WORKERS, BoundMs).
 
 %% Both figures, after collecting garbage everywhere we can.
 measure() ->

@@ -51,20 +51,12 @@ all() ->
      python_literals_to_erlang].
 
 init_per_suite(Config) ->
-    _ = application:stop(erlang_python),
-    _ = application:load(erlang_python),
-    Saved = [{K, application:get_env(erlang_python, K)} || K <- [num_workers, python_path]],
-    DataDir = filename:absname(?config(data_dir, Config)),
-    ok = application:set_env(erlang_python, num_workers, 4),
-    ok = application:set_env(erlang_python, python_path, [DataDir]),
-    {ok, _} = application:ensure_all_started(erlang_python),
-    [{saved_env, Saved} | Config].
+    py_test_lib:start_suite(Config, fun(DataDir) ->
+                                            [{num_workers, 4}, {python_path, [DataDir]}]
+                                    end).
 
 end_per_suite(Config) ->
-    _ = application:stop(erlang_python),
-    lists:foreach(fun({K, {ok, V}}) -> application:set_env(erlang_python, K, V);
-                     ({K, undefined}) -> application:unset_env(erlang_python, K)
-                  end, ?config(saved_env, Config)),
+    _ = py_test_lib:stop_suite(Config),
     ok.
 
 %% Runs a property, 300 cases; the case fails with the counterexample.
@@ -74,9 +66,8 @@ check(Prop) ->
         Other -> error({property_failed, Other, proper:counterexample()})
     end,
     %% the pool is idle afterwards
-    ?assertMatch(#{num_workers := 4, available_workers := 4, checked_out := 0,
-                   pending_requests := 0}, py_pool:get_stats()),
-    receive M -> error({stray, M}) after 100 -> ok end.
+    py_test_lib:assert_pool_idle(4),
+    py_test_lib:assert_no_stray(100).
 
 %%====================================================================
 %% Generators

@@ -43,10 +43,11 @@
 -export([venv_activate_body/1, venv_deactivate_body/1, venv_not_a_venv_body/1,
          venv_replace_body/1, venv_clean_state/0]).
 
+-import(py_test_lib, [now_ms/0, wait_until/2, no_stray_messages/1]).
+
 -define(H, rt_helpers).
 -define(NUM_WORKERS, 4).
 -define(NP, "__import__('numpy')").
--define(STATS_KEYS, [num_workers, available_workers, checked_out, pending_requests]).
 
 suite() ->
     [{timetrap, {seconds, 60}}].
@@ -76,24 +77,19 @@ groups() ->
 %% Setup
 %%====================================================================
 
+%% The application env here (with max_concurrent unset) and in the venv peer.
+env(DataDir) ->
+    [{num_workers, ?NUM_WORKERS}, {python_path, [DataDir]}].
+
 init_per_suite(Config) ->
-    DataDir = filename:absname(?config(data_dir, Config)),
-    _ = application:stop(erlang_python),
-    _ = application:load(erlang_python),
-    Keys = [num_workers, python_path, max_concurrent],
-    Saved = [{K, application:get_env(erlang_python, K)} || K <- Keys],
-    ok = application:set_env(erlang_python, num_workers, ?NUM_WORKERS),
-    ok = application:set_env(erlang_python, python_path, [DataDir]),
-    ok = application:unset_env(erlang_python, max_concurrent),
-    {ok, _} = application:ensure_all_started(erlang_python),
-    ?assertEqual(idle_stats(), pool_stats()),
-    [{saved_env, Saved}, {helpers_dir, DataDir} | Config].
+    Config1 = py_test_lib:start_suite(Config, fun(DataDir) ->
+                                                      env(DataDir) ++ [{max_concurrent, undefined}]
+                                              end),
+    ?assertEqual(py_test_lib:idle_stats(?NUM_WORKERS), py_test_lib:pool_stats()),
+    Config1.
 
 end_per_suite(Config) ->
-    _ = application:stop(erlang_python),
-    lists:foreach(fun({K, {ok, V}}) -> application:set_env(erlang_python, K, V);
-                     ({K, undefined}) -> application:unset_env(erlang_python, K)
-                  end, ?config(saved_env, Config)),
+    _ = py_test_lib:stop_suite(Config),
     ok.
 
 init_per_group(overload, Config) ->
@@ -117,7 +113,7 @@ init_per_group(venv, Config) ->
     Broken = filename:join(Priv, "broken_venv"),
     ok = filelib:ensure_path(Broken),
     ok = file:write_file(filename:join(Broken, "pyvenv.cfg"), "home = /usr/bin\n"),
-    Peer = start_peer(?config(helpers_dir, Config)),
+    Peer = py_test_lib:start_peer(env(?config(helpers_dir, Config))),
     [{peer, Peer},
      {venvs, #{a => VenvA, b => VenvB, not_venv => NotVenv, broken => Broken}} | Config];
 init_per_group(_Group, Config) ->
@@ -126,8 +122,7 @@ init_per_group(_Group, Config) ->
 end_per_group(overload, Config) ->
     ok = py_semaphore:set_max_concurrent(?config(saved_max, Config));
 end_per_group(venv, Config) ->
-    catch peer:stop(?config(peer, Config)),
-    ok;
+    py_test_lib:stop_peer(?config(peer, Config));
 end_per_group(_Group, _Config) ->
     ok.
 
@@ -1242,21 +1237,6 @@ make_venv(Dir, Files) ->
 site_packages(Venv) ->
     unicode:characters_to_binary(filename:join([Venv, "lib", "python3.11", "site-packages"])).
 
-start_peer(DataDir) ->
-    Ebin = filename:dirname(code:which(py)),
-    TestEbin = filename:dirname(code:which(?MODULE)),
-    Peer = case peer:start_link(#{connection => standard_io,
-                                  args => ["-pa", Ebin, "-pa", TestEbin]}) of
-               {ok, P} -> P;
-               {ok, P, _Node} -> P
-           end,
-    unlink(Peer),
-    ok = peer:call(Peer, application, load, [erlang_python]),
-    ok = peer:call(Peer, application, set_env, [erlang_python, num_workers, ?NUM_WORKERS]),
-    ok = peer:call(Peer, application, set_env, [erlang_python, python_path, [DataDir]]),
-    {ok, _} = peer:call(Peer, application, ensure_all_started, [erlang_python], 30000),
-    Peer.
-
 in_peer(Config, F, A) ->
     in_peer(Config, ?MODULE, F, A).
 
@@ -1267,37 +1247,11 @@ in_peer(Config, M, F, A) ->
 %% Helpers
 %%====================================================================
 
-now_ms() ->
-    erlang:monotonic_time(millisecond).
-
-pool_stats() ->
-    maps:with(?STATS_KEYS, py_pool:get_stats()).
-
-idle_stats() ->
-    #{num_workers => ?NUM_WORKERS, available_workers => ?NUM_WORKERS,
-      checked_out => 0, pending_requests => 0}.
-
 %% The pool is whole and idle and no slot of the semaphore is held (both
 %% polled: bindings and slots of ended processes come back asynchronously).
 assert_idle() ->
-    ?assertEqual(idle_stats(), wait_until(fun pool_stats/0, fun(S) -> S =:= idle_stats() end)),
+    ok = py_test_lib:wait_pool_idle(?NUM_WORKERS, 5000),
     ?assertEqual(0, wait_until(fun py_semaphore:current/0, fun(C) -> C =:= 0 end)).
-
-%% Polls Fun until Pred holds (at most ~5 s); returns the last value.
-wait_until(Fun, Pred) ->
-    wait_until(Fun, Pred, 500).
-
-wait_until(Fun, _Pred, 0) ->
-    Fun();
-wait_until(Fun, Pred, N) ->
-    V = Fun(),
-    case Pred(V) of
-        true -> V;
-        false -> timer:sleep(10), wait_until(Fun, Pred, N - 1)
-    end.
-
-no_stray_messages(Ms) ->
-    receive M -> {stray, M} after Ms -> ok end.
 
 %% Runs each fun in a process of its own, all at once; their results in
 %% order ({crashed, Reason} for a crash, no_reply after 30 s).

@@ -8,11 +8,10 @@
 all() -> [call_eval_exec, error_and_timeout].
 
 init_per_suite(Config) ->
-    {ok, _} = application:ensure_all_started(erlang_python),
-    Config.
+    py_test_lib:start_suite(Config, fun(_DataDir) -> [] end).
 
-end_per_suite(_Config) ->
-    ok = application:stop(erlang_python).
+end_per_suite(Config) ->
+    ok = py_test_lib:stop_suite(Config).
 
 call_eval_exec(_Config) ->
     ?assertEqual({ok, 4.0}, py:call(math, sqrt, [16])),
