@@ -6,16 +6,17 @@
 %% nil/undefined), {bytes, Bin}, pids, lists, tuples, and maps with binary
 %% and integer keys.  Each property runs 300+ cases.
 %%
-%% The PropEr macros are defined here over PropEr's API (the same
-%% definitions as proper/include/proper.hrl), so that the suite needs only
-%% Debian's erlang-proper, which has no include files (erlang-proper-dev
-%% does).
-%%
 %% Python helpers: py_prop_SUITE_data/prop_helpers.py.
 -module(py_prop_SUITE).
 
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
+%% The suite defines its own term/0 and utf8/1: no automatic imports.
+-define(PROPER_NO_IMPORTS, true).
+-include_lib("proper/include/proper.hrl").
+
+-import(proper_types, [integer/0, largeint/0, float/0, binary/0, list/1, oneof/1,
+                       elements/1, frequency/1, boolean/0, range/2, atom/0]).
 
 -export([all/0, suite/0,
          init_per_suite/1, end_per_suite/1]).
@@ -26,15 +27,6 @@
          python_sees_exact_types/1,
          python_literals_to_erlang/1,
          expected_mapping_examples/1]).
-
--import(proper_types, [integer/0, largeint/0, float/0, binary/0, list/1, oneof/1,
-                       elements/1, frequency/1, boolean/0, range/2, atom/0]).
-
--define(FORALL(X, RawType, Prop), proper:forall(RawType, fun(X) -> Prop end)).
--define(LET(X, RawType, Gen), proper_types:bind(RawType, fun(X) -> Gen end, false)).
--define(SIZED(S, Gen), proper_types:sized(fun(S) -> Gen end)).
--define(LAZY(X), proper_types:lazy(fun() -> X end)).
--define(WHENFAIL(Action, Prop), proper:whenfail(fun() -> Action end, fun() -> Prop end)).
 
 -define(H, prop_helpers).
 -define(NUMTESTS, 300).
