@@ -7,12 +7,12 @@
 #define PYN_ATOM_LIST(X) \
     X(ok) X(error) X(true) X(false) X(none) X(nil) X(undefined)           \
     X(nan) X(infinity) X(neg_infinity) X(bytes) X(shared) X(nested)        \
-    X(call) X(eval) X(exec) X(stream) X(stream_eval) X(timeout)            \
+    X(call) X(eval) X(exec) X(stream) X(stream_eval) \
     X(no_workers_available) X(worker_crashed) X(context_not_bound)         \
-    X(not_running) X(badarg) X(sent) X(cancelled) X(unknown)               \
+    X(not_running) X(badarg) X(sent) X(cancelled)               \
     X(num_workers) X(available_workers) X(checked_out) X(pending_requests) \
-    X(py_error) X(py_cb) X(py_worker_lost) X(executors) X(abandoned)       \
-    X(raise) X(name_error) X(py_main) X(overloaded) X(async_call) X(async_stream) X(py_etf)
+    X(py_error) X(py_cb) X(py_worker_lost)       \
+    X(name_error) X(py_main) X(overloaded) X(async_call) X(async_stream) X(py_etf)
 
 typedef struct {
 #define PYN_ATOM_FIELD(a) ERL_NIF_TERM a;
