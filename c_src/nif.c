@@ -50,10 +50,11 @@ static ERL_NIF_TERM error_tuple(ErlNifEnv *env, const char *msg)
     return enif_make_tuple2(env, ATOMS.error, bin);
 }
 
-/* Whether copying t touches more than *budget nodes or nests deeper than
- * PYN_SUBMIT_DEPTH (a bounded walk on the scheduler's small stack, so that
- * a normal scheduler never spends more than a fraction of a millisecond
- * copying a request; erts's own copy is not recursive). */
+/* Whether copying t is probably too long for a normal scheduler: more than
+ * *budget nodes or deeper than PYN_SUBMIT_DEPTH.  Lists and tuples are
+ * walked; a map counts twice its size without being iterated (iterating
+ * costs as much as the copy), so data hidden under small maps is not seen:
+ * the copy is then timed and reported (enif_consume_timeslice). */
 #define PYN_SUBMIT_DEPTH 64
 
 static int too_big(ErlNifEnv *env, ERL_NIF_TERM t, long *budget, int depth)
@@ -61,8 +62,7 @@ static int too_big(ErlNifEnv *env, ERL_NIF_TERM t, long *budget, int depth)
     int arity;
     const ERL_NIF_TERM *el;
     ERL_NIF_TERM h;
-    ErlNifMapIterator it;
-    ERL_NIF_TERM k, v;
+    size_t size;
 
     if (--*budget < 0 || depth > PYN_SUBMIT_DEPTH)
         return 1;
@@ -74,14 +74,9 @@ static int too_big(ErlNifEnv *env, ERL_NIF_TERM t, long *budget, int depth)
         while (enif_get_list_cell(env, t, &h, &t))
             if (too_big(env, h, budget, depth + 1))
                 return 1;
-    } else if (enif_is_map(env, t) && enif_map_iterator_create(env, t, &it, ERL_NIF_MAP_ITERATOR_FIRST)) {
-        int big = 0;
-        while (!big && enif_map_iterator_get_pair(env, &it, &k, &v)) {
-            big = too_big(env, k, budget, depth + 1) || too_big(env, v, budget, depth + 1);
-            enif_map_iterator_next(env, &it);
-        }
-        enif_map_iterator_destroy(env, &it);
-        return big;
+    } else if (enif_get_map_size(env, t, &size)) {
+        *budget -= 2 * (long)size;
+        return *budget < 0;
     }
     return 0;
 }
@@ -150,8 +145,14 @@ static ERL_NIF_TERM nif_submit(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
 
     if (!(job = pyn_job_new(kind)))
         return enif_raise_exception(env, enif_make_atom(env, "enomem"));
-    job->ref = enif_make_copy(job->env, argv[1]);
-    job->req = enif_make_copy(job->env, argv[2]);
+    {
+        ErlNifTime t0 = enif_monotonic_time(ERL_NIF_USEC), us;
+        job->ref = enif_make_copy(job->env, argv[1]);
+        job->req = enif_make_copy(job->env, argv[2]);
+        us = enif_monotonic_time(ERL_NIF_USEC) - t0;
+        if (us > 100) /* tell the scheduler what the copy took (1 ms = 100 %) */
+            (void)enif_consume_timeslice(env, us >= 1000 ? 100 : (int)(us / 10));
+    }
     job->sync = enif_is_identical(argv[3], ATOMS.true);
     if (pyn_submit(env, job, target, nested, gen, &err) != 0) {
         enif_release_resource(job);
