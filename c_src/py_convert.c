@@ -486,18 +486,10 @@ static int items_to_terms(ErlNifEnv *env, PyObject *seq, Py_ssize_t n, ERL_NIF_T
                           int depth)
 {
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item;
+        PyObject *item = pyc_seq_item(seq, i);
         int rc;
-        if (PyList_Check(seq)) {
-            if (i >= PyList_GET_SIZE(seq)) { /* shrunk under us */
-                PyErr_SetString(PyExc_RuntimeError, "list changed size during conversion");
-                return -1;
-            }
-            item = PyList_GET_ITEM(seq, i);
-        } else {
-            item = PyTuple_GET_ITEM(seq, i);
-        }
-        Py_INCREF(item);
+        if (!item)
+            return -1;
         rc = to_term(env, item, &terms[i], depth + 1);
         Py_DECREF(item);
         if (rc < 0)

@@ -10,6 +10,25 @@
 
 #define PYC_MAX_DEPTH 10000
 
+/* Item i of a list or tuple being converted, as a new reference; NULL with
+ * RuntimeError if the list shrank meanwhile (converting may run Python
+ * code that mutates it). */
+static inline PyObject *pyc_seq_item(PyObject *seq, Py_ssize_t i)
+{
+    PyObject *item;
+    if (PyList_Check(seq)) {
+        if (i >= PyList_GET_SIZE(seq)) {
+            PyErr_SetString(PyExc_RuntimeError, "list changed size during conversion");
+            return NULL;
+        }
+        item = PyList_GET_ITEM(seq, i);
+    } else {
+        item = PyTuple_GET_ITEM(seq, i);
+    }
+    Py_INCREF(item);
+    return item;
+}
+
 /* Whether the calling thread is near the end of its stack (deep data is
  * then refused rather than overflowing it). */
 int pyc_stack_short(void);

@@ -187,18 +187,10 @@ static int safe_key(PyObject *k)
 static int items(buf_t *b, PyObject *seq, Py_ssize_t n, int depth)
 {
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item;
+        PyObject *item = pyc_seq_item(seq, i);
         int rc;
-        if (PyList_Check(seq)) {
-            if (i >= PyList_GET_SIZE(seq)) {
-                PyErr_SetString(PyExc_RuntimeError, "list changed size during conversion");
-                return -1;
-            }
-            item = PyList_GET_ITEM(seq, i);
-        } else {
-            item = PyTuple_GET_ITEM(seq, i);
-        }
-        Py_INCREF(item);
+        if (!item)
+            return -1;
         rc = encode(b, item, depth + 1, 0);
         Py_DECREF(item);
         if (rc)
