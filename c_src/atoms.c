@@ -14,4 +14,5 @@ void pyn_atoms_init(ErlNifEnv *env)
     ATOMS.py_worker_lost = enif_make_atom(env, "$py_worker_lost");
     ATOMS.py_main = enif_make_atom(env, "__main__");
     ATOMS.py_etf = enif_make_atom(env, "$py_etf");
+    ATOMS.py_done = enif_make_atom(env, "$py_done");
 }

@@ -57,7 +57,7 @@ static ERL_NIF_TERM error_tuple(ErlNifEnv *env, const char *msg)
  * the copy is then timed and reported (enif_consume_timeslice). */
 #define PYN_SUBMIT_DEPTH 64
 
-static int too_big(ErlNifEnv *env, ERL_NIF_TERM t, long *budget, int depth)
+static int too_big(ErlNifEnv *env, ERL_NIF_TERM t, long *budget, int *maps, int depth)
 {
     int arity;
     const ERL_NIF_TERM *el;
@@ -68,13 +68,14 @@ static int too_big(ErlNifEnv *env, ERL_NIF_TERM t, long *budget, int depth)
         return 1;
     if (enif_get_tuple(env, t, &arity, &el)) {
         for (int i = 0; i < arity; i++)
-            if (too_big(env, el[i], budget, depth + 1))
+            if (too_big(env, el[i], budget, maps, depth + 1))
                 return 1;
     } else if (enif_is_list(env, t)) {
         while (enif_get_list_cell(env, t, &h, &t))
-            if (too_big(env, h, budget, depth + 1))
+            if (too_big(env, h, budget, maps, depth + 1))
                 return 1;
     } else if (enif_get_map_size(env, t, &size)) {
+        *maps += size > 0;
         *budget -= 2 * (long)size;
         return *budget < 0;
     }
@@ -83,21 +84,39 @@ static int too_big(ErlNifEnv *env, ERL_NIF_TERM t, long *budget, int depth)
 
 #define PYN_SUBMIT_BUDGET 20000
 
-/* submit(Where, Ref, Req, Sync) -> Job | ErrorAtom | dirty
+/* submit(Where, Ref, Req, Sync) -> Job | ErrorAtom | dirty | {'$py_done', Reply}
  * Where: shared | {nested, Worker} | {Worker, Gen}.  A request too large
  * to copy on a normal scheduler answers `dirty': the caller then uses
  * submit_dirty/4, the same function on a dirty CPU scheduler. */
-static ERL_NIF_TERM nif_submit(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+static ERL_NIF_TERM submit(ErlNifEnv *env, const ERL_NIF_TERM argv[], int normal, int timed);
+
+/* Requests walked to fewer nodes than this, holding no non-empty map, are
+ * copied without timing the copy (reading the clock costs more than such a
+ * copy). */
+#define PYN_SUBMIT_UNTIMED 1000
 
 static ERL_NIF_TERM nif_submit_normal(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     long budget = PYN_SUBMIT_BUDGET;
-    if (too_big(env, argv[2], &budget, 0))
+    int maps = 0;
+    (void)argc;
+    if (too_big(env, argv[2], &budget, &maps, 0))
         return enif_make_atom(env, "dirty");
-    return nif_submit(env, argc, argv);
+    return submit(env, argv, 1, maps > 0 || budget < PYN_SUBMIT_BUDGET - PYN_SUBMIT_UNTIMED);
 }
 
-static ERL_NIF_TERM nif_submit(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+static ERL_NIF_TERM nif_submit_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    return submit(env, argv, 0, 0);
+}
+
+/* A request handed to an idle polling worker is usually answered within a
+ * few microseconds: the caller polls for the reply here (pyn_await_inline)
+ * and returns {'$py_done', Reply}, skipping the message and the
+ * reschedule.  Only on a normal scheduler, and only for a caller waiting
+ * inline. */
+static ERL_NIF_TERM submit(ErlNifEnv *env, const ERL_NIF_TERM argv[], int normal, int timed)
 {
     const ERL_NIF_TERM *where, *req;
     int wn, rn;
@@ -107,7 +126,6 @@ static ERL_NIF_TERM nif_submit(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     ErlNifUInt64 gen = 0;
     pyn_job_t *job;
     ERL_NIF_TERM err, term;
-    (void)argc;
 
     if (!enif_get_tuple(env, argv[2], &rn, &req) || rn < 1)
         return enif_make_badarg(env);
@@ -145,22 +163,43 @@ static ERL_NIF_TERM nif_submit(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
 
     if (!(job = pyn_job_new(kind)))
         return enif_raise_exception(env, enif_make_atom(env, "enomem"));
-    {
+    if (timed) {
         ErlNifTime t0 = enif_monotonic_time(ERL_NIF_USEC), us;
         job->ref = enif_make_copy(job->env, argv[1]);
         job->req = enif_make_copy(job->env, argv[2]);
         us = enif_monotonic_time(ERL_NIF_USEC) - t0;
         if (us > 100) /* tell the scheduler what the copy took (1 ms = 100 %) */
             (void)enif_consume_timeslice(env, us >= 1000 ? 100 : (int)(us / 10));
+    } else {
+        job->ref = enif_make_copy(job->env, argv[1]);
+        job->req = enif_make_copy(job->env, argv[2]);
     }
     job->sync = enif_is_identical(argv[3], ATOMS.true);
+    if (normal && job->sync)
+        job->handoff = PYN_HO_SPIN; /* wanted; pyn_submit decides */
     if (pyn_submit(env, job, target, nested, gen, &err) != 0) {
         enif_release_resource(job);
         return err;
     }
+    if (__atomic_load_n(&job->handoff, __ATOMIC_ACQUIRE) != PYN_HO_NONE &&
+        pyn_await_inline(env, job, &term)) {
+        enif_release_resource(job);
+        return enif_make_tuple2(env, ATOMS.py_done, term);
+    }
     term = enif_make_resource(env, job);
     enif_release_resource(job);
     return term;
+}
+
+static ERL_NIF_TERM nif_job_age(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    pyn_job_t *job;
+    int64_t age;
+    (void)argc;
+    if (!enif_get_resource(env, argv[0], pyn_job_type, (void **)&job))
+        return enif_make_badarg(env);
+    age = pyn_now_ms() - job->submitted_at;
+    return enif_make_int64(env, age > 0 ? age : 0);
 }
 
 static ERL_NIF_TERM nif_cancel(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
@@ -383,7 +422,8 @@ static ErlNifFunc funcs[] = {
     {"clear_caches", 0, nif_clear_caches, 0},
     {"execution_info", 0, nif_execution_info, 0},
     {"submit", 4, nif_submit_normal, 0},
-    {"submit_dirty", 4, nif_submit, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"submit_dirty", 4, nif_submit_dirty, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"job_age", 1, nif_job_age, 0},
     {"cancel", 1, nif_cancel, 0},
     {"pool_attach", 3, nif_pool_attach, 0},
     {"pool_shutdown", 0, nif_pool_shutdown, 0},

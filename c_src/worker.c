@@ -24,6 +24,11 @@
  * polling lets back-to-back calls skip it.  Only one worker polls at a time
  * and never for longer than this, so an idle pool burns no CPU. */
 #define PYN_SPIN_NS 60000
+/* How long a caller whose request went to an idle polling worker, with no
+ * other request in flight, polls in its NIF for the reply (see
+ * pyn_await_inline).  Covers a small call with room to spare; anything
+ * longer is answered by message as usual. */
+#define PYN_CALLER_SPIN_NS 10000
 /* Requests running longer than this get a monitor on their caller. */
 #define PYN_LATE_MONITOR_MS 50
 /* The watchdog's period while workers exist (it sleeps otherwise). */
@@ -51,6 +56,7 @@ static struct {
     int sem_max, sem_cur;  /* overload semaphore: slots, slots held */
     pyn_queue_t slot_wait; /* requests waiting for a slot */
     int nidle;             /* parked unbound workers in service */
+    int nbusy;             /* workers in service running a job */
     int pending; /* queued requests (control jobs not counted) */
     int running; /* attached and not shut down */
     int has_pool;
@@ -70,6 +76,15 @@ static struct {
     .grace_ms = 1000,
     .sem_max = 5,
 };
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 
 int64_t pyn_now_ms(void)
 {
@@ -176,7 +191,7 @@ static void drop_later(pyn_job_t *j, pyn_job_t **dropped)
 
 /* ---- overload semaphore (pool lock held) ------------------------------- */
 
-static void enqueue_locked(pyn_job_t *j);
+static int enqueue_locked(pyn_job_t *j);
 static int target_error(pyn_job_t *j, ERL_NIF_TERM *err);
 static void reply_error_owned(ErlNifEnv *caller_env, pyn_job_t *j, ERL_NIF_TERM reason);
 
@@ -205,7 +220,7 @@ static void admit_locked(ErlNifEnv *env, pyn_job_t **dropped)
             drop_later(j, dropped);
             continue;
         }
-        enqueue_locked(j);
+        (void)enqueue_locked(j);
     }
 }
 
@@ -380,21 +395,22 @@ pyn_job_t *pyn_job_new(pyn_kind_t kind)
 }
 
 /* Wakes one parked worker that may serve the shared queue, unless a
- * polling worker will see the job anyway.  Lock held. */
-static void wake_one_free(void)
+ * polling worker will see the job anyway (then returns 1).  Lock held. */
+static int wake_one_free(void)
 {
     if (P.spinner && !P.spinner->bound && !P.spinner_claimed) {
         P.spinner_claimed = 1; /* the poller takes this one */
-        return;
+        return 1;
     }
     for (int i = 0; i < P.nworkers; i++) {
         pyn_worker_t *w = P.workers[i];
         if (w->idle && !w->bound) {
             w->idle = 0;
             pthread_cond_signal(&w->cond);
-            return;
+            return 0;
         }
     }
+    return 0;
 }
 
 /* Whether a new job for target (NULL: shared queue) will probably wait for
@@ -430,29 +446,38 @@ static int target_error(pyn_job_t *j, ERL_NIF_TERM *err)
     return *err != 0;
 }
 
-/* Puts a job on its target's queue and wakes a worker (lock held). */
-static void enqueue_locked(pyn_job_t *j)
+/* Puts a job on its target's queue and wakes a worker (lock held).
+ * Returns 1 if an idle worker polling its queues will take it. */
+static int enqueue_locked(pyn_job_t *j)
 {
     pyn_worker_t *t = j->target;
 
     if (!t) {
         q_push(&P.shared, j);
-        wake_one_free();
+        return wake_one_free();
     } else if (j->nested) {
         q_push(&t->nested, j);
         pthread_cond_signal(&t->cond);
+        return 0;
     } else {
         q_push(&t->own, j);
-        if (P.spinner != t)
+        if (P.spinner != t) {
             pthread_cond_signal(&t->cond);
+            return 0;
+        }
+        return !t->current;
     }
 }
 
 int pyn_submit(ErlNifEnv *env, pyn_job_t *job, pyn_worker_t *target, int nested,
                uint64_t gen, ERL_NIF_TERM *err)
 {
+    int want_handoff = job->handoff == PYN_HO_SPIN;
+
+    job->handoff = PYN_HO_NONE;
     enif_self(env, &job->caller);
     job->has_caller = 1;
+    job->submitted_at = pyn_now_ms();
     job->target = target;
     job->nested = nested;
     job->gen = gen;
@@ -479,16 +504,49 @@ int pyn_submit(ErlNifEnv *env, pyn_job_t *job, pyn_worker_t *target, int nested,
     P.pending++;
     enif_keep_resource(job); /* the queue's reference */
     if (nested) {
-        enqueue_locked(job); /* nested work never waits for a slot */
+        (void)enqueue_locked(job); /* nested work never waits for a slot */
     } else if (P.sem_cur < P.sem_max && !P.slot_wait.head) {
         job->has_slot = 1;
         P.sem_cur++;
-        enqueue_locked(job);
+        /* Set before the worker can see the job.  Only for a request that
+         * an idle poller takes while nothing else runs: the caller's
+         * scheduler then has no other request to serve meanwhile. */
+        if (want_handoff && P.pending == 1 && P.nbusy == 0)
+            job->handoff = PYN_HO_SPIN;
+        if (!enqueue_locked(job))
+            job->handoff = PYN_HO_NONE;
     } else {
         q_push(&P.slot_wait, job);
     }
     pthread_mutex_unlock(&P.lock);
     return 0;
+}
+
+int pyn_await_inline(ErlNifEnv *env, pyn_job_t *j, ERL_NIF_TERM *reply)
+{
+    struct timespec ts;
+    int64_t until;
+    int spin = PYN_HO_SPIN;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    until = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + PYN_CALLER_SPIN_NS;
+    for (unsigned i = 1;; i++) {
+        if (__atomic_load_n(&j->handoff, __ATOMIC_ACQUIRE) == PYN_HO_READY)
+            break;
+        cpu_relax();
+        if ((i & 63) == 0) {
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            if ((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec >= until &&
+                __atomic_compare_exchange_n(&j->handoff, &spin, PYN_HO_GAVEUP, 0,
+                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+                return 0; /* the worker will send the reply */
+        }
+    }
+    /* READY: the worker no longer touches the env. */
+    *reply = enif_make_copy(env, j->result);
+    enif_free_env(j->env);
+    j->env = NULL;
+    return 1;
 }
 
 ERL_NIF_TERM pyn_cancel(ErlNifEnv *env, pyn_job_t *j)
@@ -594,17 +652,26 @@ void pyn_broadcast(pyn_kind_t kind)
 
 static void finish_job(pyn_worker_t *w, pyn_job_t *j, ERL_NIF_TERM result)
 {
-    int clear_interrupt, monitored;
+    int clear_interrupt, monitored, handed = 0;
     pyn_job_t *dropped = NULL;
 
     pthread_mutex_lock(&P.lock);
     if (j->has_caller && !j->cancelled) {
-        ERL_NIF_TERM msg = enif_make_tuple2(j->env, j->ref, result);
-        enif_send(NULL, &j->caller, j->env, msg);
+        int spin = PYN_HO_SPIN;
+        j->result = result;
+        /* The caller still polls: the reply (and env) are its own now. */
+        handed = __atomic_compare_exchange_n(&j->handoff, &spin, PYN_HO_READY, 0,
+                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+        if (!handed) {
+            ERL_NIF_TERM msg = enif_make_tuple2(j->env, j->ref, result);
+            enif_send(NULL, &j->caller, j->env, msg);
+        }
     }
     j->state = PYN_JS_DONE;
     w->current = j->prev; /* back to the job it was nested in */
     j->prev = NULL;
+    if (!w->current && w->state == PYN_W_ALIVE)
+        P.nbusy--;
     /* A worker back from a top-level job looks at the queues before it
      * parks: it stands as the poller, so a submit meanwhile need not wake
      * another worker (a futex wake on the caller's path). */
@@ -623,8 +690,10 @@ static void finish_job(pyn_worker_t *w, pyn_job_t *j, ERL_NIF_TERM result)
         pyr_clear_interrupt(w->py_tid);
     if (monitored)
         enif_demonitor_process(NULL, j, &j->mon);
-    enif_free_env(j->env);
-    j->env = NULL;
+    if (!handed) {
+        enif_free_env(j->env);
+        j->env = NULL;
+    }
     enif_release_resource(j);
 }
 
@@ -638,6 +707,8 @@ static void start_job(pyn_worker_t *w, pyn_job_t *j)
     j->started_at = pyn_now_ms();
     j->worker = w;
     j->prev = w->current;
+    if (!w->current)
+        P.nbusy++;
     w->current = j;
     if (j->has_caller)
         P.pending--;
@@ -649,14 +720,6 @@ static void run_job(pyn_worker_t *w, pyn_job_t *j)
     finish_job(w, j, result);
 }
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
 
 /* Whether w has something to do (a hint: read without the lock). */
 static int work_visible(pyn_worker_t *w)
@@ -912,6 +975,8 @@ static int retire_locked(ErlNifEnv *env, pyn_worker_t *w, ERL_NIF_TERM reason,
     }
     if (!w->bound)
         P.nfree--;
+    if (w->current)
+        P.nbusy--;
     while ((j = q_pop(&w->nested)) || (j = q_pop(&w->own))) {
         if (j->has_caller)
             P.pending--;

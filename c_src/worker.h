@@ -60,7 +60,20 @@ struct pyn_job {
     int nested;           /* to target's nested queue (bypasses the semaphore) */
     uint64_t gen;         /* the binding generation it was sent under */
     int has_slot;         /* holds a slot of the overload semaphore */
+    int64_t submitted_at; /* ms (monotonic) it was submitted */
     int64_t started_at;   /* ms (monotonic) it started running */
+    /* Inline hand-over (PYN_HO_*, atomic): a caller that found an idle
+     * polling worker waits in its NIF for a few microseconds; a reply ready
+     * by then is handed to it directly instead of being sent. */
+    int handoff;
+    ERL_NIF_TERM result; /* the reply, in env, once handoff is READY */
+};
+
+enum {
+    PYN_HO_NONE,   /* reply goes by message */
+    PYN_HO_SPIN,   /* the caller polls in submit */
+    PYN_HO_READY,  /* the worker left the reply in result (caller owns env) */
+    PYN_HO_GAVEUP  /* the caller stopped polling: reply goes by message */
 };
 
 typedef struct {
@@ -159,6 +172,10 @@ int pyn_submit(ErlNifEnv *env, pyn_job_t *job, pyn_worker_t *target, int nested,
  * ATOMS.sent if the reply was already sent, {overloaded, Current, Max} if
  * the job was still waiting for a semaphore slot. */
 ERL_NIF_TERM pyn_cancel(ErlNifEnv *env, pyn_job_t *job);
+/* After a successful pyn_submit of a job marked PYN_HO_SPIN: polls briefly
+ * for its reply.  Returns 1 with the reply copied into env (the job's env
+ * is then freed), or 0 if the reply will come as a message. */
+int pyn_await_inline(ErlNifEnv *env, pyn_job_t *job, ERL_NIF_TERM *reply);
 
 /* The overload semaphore: every request that is not nested holds a slot
  * from submit until it ends; requests that find none wait, in order.  A

@@ -144,7 +144,7 @@ await({py_async, _Ref, {error, _} = Error}, _Timeout) ->
     Error;
 await({py_async, Ref, Job}, Timeout) ->
     case valid_timeout(Timeout) of
-        true -> wait(Ref, Job, deadline(Timeout));
+        true -> wait(Ref, Job, Timeout); % no callbacks come to an await
         false -> {error, {badarg, timeout}} % the handle stays usable
     end.
 
@@ -654,7 +654,8 @@ run(Where, Req, Timeout) ->
                     {error, context_not_bound} % an explicit context
             end;
         {error, _} = Error -> Error;
-        Job -> wait(Ref, Job, deadline(Timeout))
+        {'$py_done', Reply} -> result(Reply); % answered while submitting
+        Job -> wait(Ref, Job, Timeout)
     end.
 
 submit(Where, Ref, Req, Sync) ->
@@ -689,6 +690,10 @@ forget_lost_binding(_, _) ->
     ok.
 
 %% Erlang's receive waits at most 2^32 - 1 ms: longer is forever here.
+after_ms(infinity) -> infinity;
+after_ms(Timeout) when Timeout > 16#FFFFFFFF -> infinity;
+after_ms(Timeout) -> Timeout.
+
 deadline(infinity) -> infinity;
 deadline(Timeout) when Timeout > 16#FFFFFFFF -> infinity;
 deadline(Timeout) -> erlang:monotonic_time(millisecond) + Timeout.
@@ -696,34 +701,52 @@ deadline(Timeout) -> erlang:monotonic_time(millisecond) + Timeout.
 remaining(infinity) -> infinity;
 remaining(Deadline) -> max(0, Deadline - erlang:monotonic_time(millisecond)).
 
-%% Waits for {Ref, Reply}.  A callback of this request (Python calling
-%% erlang.call) is served in a fresh process, so the deadline keeps running;
-%% that process routes its own py calls to the waiting worker.
-wait(Ref, Job, Deadline) ->
-    wait(Ref, Job, Deadline, none).
+%% Waits for {Ref, Reply}, at most Timeout ms after the submit.  A callback
+%% of this request (Python calling erlang.call) is served in a fresh
+%% process, so the deadline keeps running; that process routes its own py
+%% calls to the waiting worker.  The clock is read only once a callback
+%% comes (reading it costs as much as a small call's receive).
+wait(Ref, Job, Timeout) ->
+    receive
+        {Ref, {'$py_cb', ReplyTo, Name, Args}} ->
+            Deadline = case after_ms(Timeout) of
+                           infinity -> infinity;
+                           T -> erlang:monotonic_time(millisecond) + T - py_nif:job_age(Job)
+                       end,
+            wait(Ref, Job, Deadline, serve(ReplyTo, Name, Args));
+        {Ref, Reply} ->
+            result(Reply)
+    after after_ms(Timeout) ->
+        timed_out(Ref, Job, none)
+    end.
 
 wait(Ref, Job, Deadline, Serving) ->
     receive
         {Ref, {'$py_cb', ReplyTo, Name, Args}} ->
-            Pid = spawn(py_callback, serve, [ReplyTo, element(1, ReplyTo), Name, Args]),
-            wait(Ref, Job, Deadline, Pid);
+            wait(Ref, Job, Deadline, serve(ReplyTo, Name, Args));
         {Ref, Reply} ->
             result(Reply)
     after remaining(Deadline) ->
-        case py_nif:cancel(Job) of
-            ok ->
-                stop_serving(Serving),
-                flush(Ref),
-                {error, timeout};
-            sent ->
-                %% Answered as we gave up: the reply is in the mailbox,
-                %% unless it was collected before (a second await).
-                receive {Ref, Reply} -> result(Reply) after 0 -> {error, timeout} end;
-            {overloaded, _, _} = Overloaded ->
-                %% It never got a slot of the overload semaphore.
-                flush(Ref),
-                {error, Overloaded}
-        end
+        timed_out(Ref, Job, Serving)
+    end.
+
+serve(ReplyTo, Name, Args) ->
+    spawn(py_callback, serve, [ReplyTo, element(1, ReplyTo), Name, Args]).
+
+timed_out(Ref, Job, Serving) ->
+    case py_nif:cancel(Job) of
+        ok ->
+            stop_serving(Serving),
+            flush(Ref),
+            {error, timeout};
+        sent ->
+            %% Answered as we gave up: the reply is in the mailbox,
+            %% unless it was collected before (a second await).
+            receive {Ref, Reply} -> result(Reply) after 0 -> {error, timeout} end;
+        {overloaded, _, _} = Overloaded ->
+            %% It never got a slot of the overload semaphore.
+            flush(Ref),
+            {error, Overloaded}
     end.
 
 stop_serving(none) -> ok;

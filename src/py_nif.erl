@@ -5,7 +5,7 @@
 
 -export([async_reply/1, async_cancel/1, sem_info/0, sem_set_max/1, slot_acquire/1,
          slot_release/1, clear_caches/0, execution_info/0]).
--export([submit/4, submit_dirty/4, cancel/1, pool_attach/3, pool_shutdown/0, worker_start/1,
+-export([submit/4, submit_dirty/4, job_age/1, cancel/1, pool_attach/3, pool_shutdown/0, worker_start/1,
          worker_retire/1, worker_bind/2, stats/0, cb_reply/2, version/0]).
 
 -on_load(init/0).
@@ -34,13 +34,20 @@ init() ->
     erlang:load_nif(Path, 0).
 
 %% @doc Queues a request; returns the job handle or an error atom, or
-%% `dirty' when the request is too large to copy on a normal scheduler.
--spec submit(where(), reference(), tuple(), boolean()) -> job() | atom().
+%% `dirty' when the request is too large to copy on a normal scheduler, or
+%% `{'$py_done', Reply}' when a synchronous request was answered while
+%% submitting (an idle polling worker ran it within a few microseconds).
+-spec submit(where(), reference(), tuple(), boolean()) ->
+          job() | atom() | {'$py_done', term()}.
 submit(_Where, _Ref, _Req, _Sync) -> erlang:nif_error(not_loaded).
 
 %% @doc `submit/4' on a dirty CPU scheduler, for large requests.
 -spec submit_dirty(where(), reference(), tuple(), boolean()) -> job() | atom().
 submit_dirty(_Where, _Ref, _Req, _Sync) -> erlang:nif_error(not_loaded).
+
+%% @doc Milliseconds since the job was submitted.
+-spec job_age(job()) -> non_neg_integer().
+job_age(_Job) -> erlang:nif_error(not_loaded).
 
 %% @doc The caller gives up on a job: `ok' (no reply will come), `sent', or
 %% `{overloaded, Current, Max}' if it never got a semaphore slot.
