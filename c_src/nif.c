@@ -126,6 +126,7 @@ static ERL_NIF_TERM submit(ErlNifEnv *env, const ERL_NIF_TERM argv[], int normal
     ErlNifUInt64 gen = 0;
     pyn_job_t *job;
     ERL_NIF_TERM err, term;
+    int rc;
 
     if (!enif_get_tuple(env, argv[2], &rn, &req) || rn < 1)
         return enif_make_badarg(env);
@@ -163,29 +164,54 @@ static ERL_NIF_TERM submit(ErlNifEnv *env, const ERL_NIF_TERM argv[], int normal
 
     if (!(job = pyn_job_new(kind)))
         return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+    job->sync = enif_is_identical(argv[3], ATOMS.true);
+    job->ref = enif_make_copy(job->env, argv[1]);
+    if (job->sync && !nested && pyn_handoff_likely(target)) {
+        /* Probably handed over: the worker reads the request in place. */
+        job->req = argv[2];
+        job->borrow = PYN_BR_BORROWED;
+        job->handoff = PYN_HO_SPIN;
+        rc = pyn_submit(env, job, target, nested, gen, &err);
+        if (rc == 0) {
+            int64_t ns;
+            int done = pyn_await_inline(env, job, argv[2], &term, &ns);
+            if (normal && ns > 100000) /* the scheduler's time, as for a copy */
+                (void)enif_consume_timeslice(env, ns >= 1000000 ? 100 : (int)(ns / 10000));
+            if (done) {
+                enif_release_resource(job);
+                return enif_make_tuple2(env, ATOMS.py_done, term);
+            }
+            goto queued;
+        }
+        job->borrow = PYN_BR_NONE; /* rc 1: copy it after all */
+        if (rc < 0) {
+            enif_release_resource(job);
+            return err;
+        }
+    }
     if (timed) {
         ErlNifTime t0 = enif_monotonic_time(ERL_NIF_USEC), us;
-        job->ref = enif_make_copy(job->env, argv[1]);
         job->req = enif_make_copy(job->env, argv[2]);
         us = enif_monotonic_time(ERL_NIF_USEC) - t0;
         if (us > 100) /* tell the scheduler what the copy took (1 ms = 100 %) */
             (void)enif_consume_timeslice(env, us >= 1000 ? 100 : (int)(us / 10));
     } else {
-        job->ref = enif_make_copy(job->env, argv[1]);
         job->req = enif_make_copy(job->env, argv[2]);
     }
-    job->sync = enif_is_identical(argv[3], ATOMS.true);
-    if (normal && job->sync)
+    if (job->sync && !nested)
         job->handoff = PYN_HO_SPIN; /* wanted; pyn_submit decides */
     if (pyn_submit(env, job, target, nested, gen, &err) != 0) {
         enif_release_resource(job);
         return err;
     }
-    if (__atomic_load_n(&job->handoff, __ATOMIC_ACQUIRE) != PYN_HO_NONE &&
-        pyn_await_inline(env, job, &term)) {
-        enif_release_resource(job);
-        return enif_make_tuple2(env, ATOMS.py_done, term);
+    if (__atomic_load_n(&job->handoff, __ATOMIC_ACQUIRE) != PYN_HO_NONE) {
+        int64_t ns;
+        if (pyn_await_inline(env, job, argv[2], &term, &ns)) {
+            enif_release_resource(job);
+            return enif_make_tuple2(env, ATOMS.py_done, term);
+        }
     }
+queued:
     term = enif_make_resource(env, job);
     enif_release_resource(job);
     return term;

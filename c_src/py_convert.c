@@ -268,8 +268,10 @@ static PyObject *map_to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth)
     ErlNifMapIterator it;
     ERL_NIF_TERM k, v;
     PyObject *dict, *pk = NULL, *pv = NULL;
+    size_t size = 0;
 
-    if (!(dict = PyDict_New()))
+    (void)enif_get_map_size(env, t, &size);
+    if (!(dict = size > 5 ? _PyDict_NewPresized((Py_ssize_t)size) : PyDict_New()))
         return NULL;
     if (!enif_map_iterator_create(env, t, &it, ERL_NIF_MAP_ITERATOR_FIRST)) {
         Py_DECREF(dict);
@@ -539,6 +541,8 @@ static ERL_NIF_TERM make_map(ErlNifEnv *env, ERL_NIF_TERM *keys, ERL_NIF_TERM *v
     return map;
 }
 
+static void memo_clear(void);
+
 /* Set while converting a request's result: a dict too large for a flat
  * map then stops the conversion (as an error, with etf_wanted set) so that
  * the result is sent in external format instead (py_etf.c). */
@@ -550,11 +554,56 @@ int pyc_result_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int *wants_e
     etf_ok = 1;
     etf_wanted = 0;
     rc = to_term(env, o, out, 0);
+    memo_clear();
     etf_ok = 0;
     *wants_etf = rc < 0 && etf_wanted;
     if (*wants_etf)
         PyErr_Clear();
     return rc;
+}
+
+/* The same str object met again as a dict key within one conversion (the
+ * keys of a list of records) gives the same binary term.  Direct-mapped by
+ * address; an entry holds a reference, so that the address cannot be
+ * reused meanwhile, and the env its term was made in.  Emptied when each
+ * conversion ends (memo_clear). */
+#define STR_MEMO 64
+
+static __thread struct {
+    PyObject *str;
+    ErlNifEnv *env;
+    ERL_NIF_TERM term;
+} memo[STR_MEMO];
+static __thread int memo_used;
+
+static void memo_clear(void)
+{
+    if (!memo_used)
+        return;
+    for (int i = 0; i < STR_MEMO; i++)
+        Py_CLEAR(memo[i].str);
+    memo_used = 0;
+}
+
+static int key_term(ErlNifEnv *env, PyObject *k, ERL_NIF_TERM *out, int depth)
+{
+    unsigned h;
+
+    if (!PyUnicode_CheckExact(k))
+        return to_term(env, k, out, depth + 1);
+    h = (unsigned)(((uintptr_t)k >> 4) % STR_MEMO);
+    if (memo[h].str == k && memo[h].env == env) {
+        *out = memo[h].term;
+        return 0;
+    }
+    if (pyc_str_term(env, k, out) < 0)
+        return -1;
+    Py_INCREF(k);
+    Py_XSETREF(memo[h].str, k);
+    memo[h].env = env;
+    memo[h].term = *out;
+    memo_used = 1;
+    return 0;
 }
 
 static int dict_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int depth)
@@ -578,7 +627,7 @@ static int dict_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int depth)
         int ok;
         Py_INCREF(k);
         Py_INCREF(v);
-        ok = to_term(env, k, &keys[i], depth + 1) == 0 && to_term(env, v, &vals[i], depth + 1) == 0;
+        ok = key_term(env, k, &keys[i], depth) == 0 && to_term(env, v, &vals[i], depth + 1) == 0;
         Py_DECREF(k);
         Py_DECREF(v);
         if (!ok)
@@ -653,12 +702,25 @@ static int to_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int depth)
 {
     ErlNifPid pid;
 
+    PyTypeObject *tp = Py_TYPE(o);
+
     if (depth > PYC_MAX_DEPTH || ((depth & 15) == 15 && pyc_stack_short())) {
         too_deep();
         return -1;
     }
-    if (PyLong_CheckExact(o))
+    /* The exact built-in types first: no subtype checks on the way. */
+    if (tp == &PyLong_Type)
         return int_term(env, o, out);
+    if (tp == &PyUnicode_Type)
+        return pyc_str_term(env, o, out);
+    if (tp == &PyFloat_Type)
+        return float_term(env, PyFloat_AS_DOUBLE(o), out);
+    if (tp == &PyDict_Type)
+        return dict_term(env, o, out, depth);
+    if (tp == &PyList_Type)
+        return seq_term(env, o, 1, out, depth);
+    if (tp == &PyTuple_Type)
+        return seq_term(env, o, 0, out, depth);
     if (o == Py_None) {
         *out = ATOMS.none;
         return 0;
@@ -698,11 +760,15 @@ static int to_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int depth)
 
 int pyc_to_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out)
 {
-    return to_term(env, o, out, 0);
+    int rc = to_term(env, o, out, 0);
+    memo_clear();
+    return rc;
 }
 
 /* Drains an iterable into a list (stream results). */
 int pyc_iter_to_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out)
 {
-    return iter_term(env, o, out, 0);
+    int rc = iter_term(env, o, out, 0);
+    memo_clear();
+    return rc;
 }

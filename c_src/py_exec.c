@@ -218,6 +218,35 @@ static ERL_NIF_TERM error_term(ErlNifEnv *env, pyn_job_t *j)
     return t;
 }
 
+/* ---- borrowed requests ----------------------------------------------------
+ * While a request is read on its caller's heap (worker.c, "borrowed
+ * requests"), no Python code may run: the caller waits for the reading to
+ * end.  Conversion runs none of its own, and the cyclic garbage collector
+ * (which may run finalizers) is held off until args_done. */
+
+static __thread pyn_job_t *reading; /* the job whose request is borrowed */
+static __thread int gc_was_enabled;
+
+static void args_begin(pyn_job_t *j)
+{
+    pyn_args_begin(j);
+    if (__atomic_load_n(&j->borrow, __ATOMIC_RELAXED) == PYN_BR_READING) {
+        reading = j;
+        gc_was_enabled = PyGC_Disable();
+    }
+}
+
+/* The request has been read: the caller may go. */
+static void args_done(void)
+{
+    if (!reading)
+        return;
+    pyn_args_end(reading);
+    reading = NULL;
+    if (gc_was_enabled)
+        PyGC_Enable();
+}
+
 /* ---- call ---------------------------------------------------------------- */
 
 /* getattr over a dotted path ("a.b.c"); steals base. */
@@ -262,24 +291,22 @@ static PyObject *import_cached(pyx_state_t *st, PyObject *name)
     return mod;
 }
 
-/* The callable for (Module, Func): '__main__' is this worker's namespace. */
-static PyObject *resolve(pyx_state_t *st, ErlNifEnv *env, ERL_NIF_TERM m, ERL_NIF_TERM f)
+/* The callable named (mname, fname): '__main__' is this worker's
+ * namespace.  May run Python code (imports). */
+static PyObject *resolve_names(pyx_state_t *st, PyObject *mname, PyObject *fname)
 {
-    PyObject *mname = pyc_name(env, m), *fname = NULL, *obj = NULL, *head, *rest;
+    PyObject *obj = NULL, *head, *rest;
     Py_ssize_t dot;
 
-    if (!mname || !(fname = pyc_name(env, f)))
-        goto done;
     if (PyUnicode_CompareWithASCIIString(mname, "__main__") != 0) {
         PyObject *mod = import_cached(st, mname);
-        obj = mod ? getattr_path(mod, fname) : NULL;
-        goto done;
+        return mod ? getattr_path(mod, fname) : NULL;
     }
     /* __main__: first name from the namespace (or builtins), then attributes */
     dot = PyUnicode_FindChar(fname, '.', 0, PyUnicode_GET_LENGTH(fname), 1);
     head = dot < 0 ? (Py_INCREF(fname), fname) : PyUnicode_Substring(fname, 0, dot);
     if (!head)
-        goto done;
+        return NULL;
     obj = PyDict_GetItemWithError(st->globals, head);
     if (!obj && !PyErr_Occurred())
         obj = PyDict_GetItemWithError(PyEval_GetBuiltins(), head);
@@ -287,7 +314,7 @@ static PyObject *resolve(pyx_state_t *st, ErlNifEnv *env, ERL_NIF_TERM m, ERL_NI
         if (!PyErr_Occurred())
             PyErr_Format(PyExc_NameError, "name '%U' is not defined", head);
         Py_DECREF(head);
-        goto done;
+        return NULL;
     }
     Py_INCREF(obj);
     Py_DECREF(head);
@@ -296,7 +323,15 @@ static PyObject *resolve(pyx_state_t *st, ErlNifEnv *env, ERL_NIF_TERM m, ERL_NI
         obj = rest ? getattr_path(obj, rest) : (Py_DECREF(obj), NULL);
         Py_XDECREF(rest);
     }
-done:
+    return obj;
+}
+
+static PyObject *resolve(pyx_state_t *st, ErlNifEnv *env, ERL_NIF_TERM m, ERL_NIF_TERM f)
+{
+    PyObject *mname = pyc_name(env, m), *fname = mname ? pyc_name(env, f) : NULL, *obj = NULL;
+
+    if (fname)
+        obj = resolve_names(st, mname, fname);
     Py_XDECREF(mname);
     Py_XDECREF(fname);
     return obj;
@@ -365,15 +400,20 @@ static PyObject *resolve_cached(pyx_state_t *st, ErlNifEnv *env, ERL_NIF_TERM m,
 
 #define PYX_FAST_ARGS 8
 
+/* The request is read first (names, arguments), then released (it may be
+ * borrowed: see pyn_args_begin), and only then is Python code run:
+ * imports, attribute lookups, the call. */
 static PyObject *do_call(pyx_state_t *st, ErlNifEnv *env, const ERL_NIF_TERM *el)
 {
     PyObject *fn = NULL, *list = NULL, *args = NULL, *kw = NULL, *res = NULL;
+    PyObject *mname = NULL, *fname = NULL;
     PyObject *argv[PYX_FAST_ARGS];
     unsigned nargs = 0, i = 0;
-    ERL_NIF_TERM head, tail = el[3];
+    ERL_NIF_TERM head, tail = el[3], m = el[1], f = el[2]; /* atoms outlive the request */
     size_t nkw = 1;
+    int atoms = enif_is_atom(env, m) && enif_is_atom(env, f);
 
-    if (!(fn = resolve_cached(st, env, el[1], el[2])))
+    if (!atoms && (!(mname = pyc_name(env, m)) || !(fname = pyc_name(env, f))))
         goto done;
     enif_get_map_size(env, el[4], &nkw);
     if (nkw == 0 && enif_get_list_length(env, el[3], &nargs) && nargs <= PYX_FAST_ARGS) {
@@ -383,7 +423,8 @@ static PyObject *do_call(pyx_state_t *st, ErlNifEnv *env, const ERL_NIF_TERM *el
             if (!(argv[i] = pyc_to_py(env, head)))
                 break;
         }
-        if (i == nargs)
+        args_done();
+        if (i == nargs && (fn = atoms ? resolve_cached(st, env, m, f) : resolve_names(st, mname, fname)))
             res = PyObject_Vectorcall(fn, argv, nargs, NULL);
         while (i > 0)
             Py_DECREF(argv[--i]);
@@ -397,8 +438,12 @@ static PyObject *do_call(pyx_state_t *st, ErlNifEnv *env, const ERL_NIF_TERM *el
     }
     if (!(args = PyList_AsTuple(list)) || kwargs_dict(env, el[4], &kw) < 0)
         goto done;
-    res = PyObject_Call(fn, args, kw);
+    args_done();
+    if ((fn = atoms ? resolve_cached(st, env, m, f) : resolve_names(st, mname, fname)))
+        res = PyObject_Call(fn, args, kw);
 done:
+    Py_XDECREF(mname);
+    Py_XDECREF(fname);
     Py_XDECREF(fn);
     Py_XDECREF(list);
     Py_XDECREF(args);
@@ -503,8 +548,10 @@ static PyObject *do_code(pyx_state_t *st, ErlNifEnv *env, ERL_NIF_TERM src, ERL_
     if (!code)
         return NULL;
     if (enif_get_map_size(env, loc, &n) && n == 0) {
+        args_done();
         res = PyEval_EvalCode(code, st->globals, st->globals);
     } else if ((locals = pyc_to_py(env, loc))) {
+        args_done();
         if (PyDict_Check(locals))
             res = run_with_locals(code, st->globals, locals);
         else
@@ -569,7 +616,9 @@ ERL_NIF_TERM pyx_run(pyn_worker_t *w, pyn_job_t *j)
         PyDict_Clear(st->modules);
         return ATOMS.ok;
     }
+    args_begin(j);
     if (!enif_get_tuple(env, j->req, &arity, &el) || arity < 3) {
+        args_done();
         PyErr_SetString(PyExc_TypeError, "malformed request");
         return error_term(env, j);
     }
@@ -593,6 +642,7 @@ ERL_NIF_TERM pyx_run(pyn_worker_t *w, pyn_job_t *j)
         PyErr_SetString(PyExc_TypeError, "unknown request");
         break;
     }
+    args_done(); /* if an error came first */
     if (!res) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "malformed request");

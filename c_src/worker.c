@@ -428,6 +428,14 @@ static int likely_to_wait(pyn_worker_t *target, int nested)
            __atomic_load_n(&target->own.head, __ATOMIC_RELAXED) != NULL;
 }
 
+int pyn_handoff_likely(pyn_worker_t *target)
+{
+    pyn_worker_t *sp = __atomic_load_n(&P.spinner, __ATOMIC_RELAXED);
+    return sp && (target ? sp == target : !__atomic_load_n(&sp->bound, __ATOMIC_RELAXED)) &&
+           __atomic_load_n(&P.pending, __ATOMIC_RELAXED) == 0 &&
+           __atomic_load_n(&P.nbusy, __ATOMIC_RELAXED) == 0;
+}
+
 /* Why job cannot go to its target now (lock held): 0 if it can. */
 static int target_error(pyn_job_t *j, ERL_NIF_TERM *err)
 {
@@ -444,6 +452,17 @@ static int target_error(pyn_job_t *j, ERL_NIF_TERM *err)
     else
         *err = 0;
     return *err != 0;
+}
+
+/* Whether enqueue_locked(j) would hand j to an idle polling worker (lock
+ * held; no side effect). */
+static int poller_ready(const pyn_job_t *j)
+{
+    pyn_worker_t *t = j->target;
+
+    if (!t)
+        return P.spinner && !P.spinner->bound && !P.spinner_claimed;
+    return !j->nested && P.spinner == t && !t->current;
 }
 
 /* Puts a job on its target's queue and wakes a worker (lock held).
@@ -472,7 +491,7 @@ static int enqueue_locked(pyn_job_t *j)
 int pyn_submit(ErlNifEnv *env, pyn_job_t *job, pyn_worker_t *target, int nested,
                uint64_t gen, ERL_NIF_TERM *err)
 {
-    int want_handoff = job->handoff == PYN_HO_SPIN;
+    int want_handoff = job->handoff == PYN_HO_SPIN, handoff;
 
     job->handoff = PYN_HO_NONE;
     enif_self(env, &job->caller);
@@ -500,6 +519,25 @@ int pyn_submit(ErlNifEnv *env, pyn_job_t *job, pyn_worker_t *target, int nested,
         job->has_caller = 0;
         return -1;
     }
+    /* Hand-over only for a request that an idle poller takes at once while
+     * nothing else runs: the caller's scheduler then has no other request
+     * to serve meanwhile.  Decided before the worker can see the job. */
+    handoff = want_handoff && !nested && P.pending == 0 && P.nbusy == 0 &&
+              P.sem_cur < P.sem_max && !P.slot_wait.head && poller_ready(job);
+    if (job->borrow == PYN_BR_BORROWED && !handoff) {
+        /* A borrowed request must be copied after all: the caller copies it
+         * and submits again. */
+        pthread_mutex_unlock(&P.lock);
+        if (job->monitored) {
+            enif_demonitor_process(env, job, &job->mon);
+            job->monitored = 0;
+        }
+        job->has_caller = 0;
+        if (target)
+            enif_release_resource(target);
+        job->target = NULL;
+        return 1;
+    }
     job->state = PYN_JS_QUEUED;
     P.pending++;
     enif_keep_resource(job); /* the queue's reference */
@@ -508,13 +546,8 @@ int pyn_submit(ErlNifEnv *env, pyn_job_t *job, pyn_worker_t *target, int nested,
     } else if (P.sem_cur < P.sem_max && !P.slot_wait.head) {
         job->has_slot = 1;
         P.sem_cur++;
-        /* Set before the worker can see the job.  Only for a request that
-         * an idle poller takes while nothing else runs: the caller's
-         * scheduler then has no other request to serve meanwhile. */
-        if (want_handoff && P.pending == 1 && P.nbusy == 0)
-            job->handoff = PYN_HO_SPIN;
-        if (!enqueue_locked(job))
-            job->handoff = PYN_HO_NONE;
+        job->handoff = handoff ? PYN_HO_SPIN : PYN_HO_NONE;
+        (void)enqueue_locked(job);
     } else {
         q_push(&P.slot_wait, job);
     }
@@ -522,26 +555,89 @@ int pyn_submit(ErlNifEnv *env, pyn_job_t *job, pyn_worker_t *target, int nested,
     return 0;
 }
 
-int pyn_await_inline(ErlNifEnv *env, pyn_job_t *j, ERL_NIF_TERM *reply)
+/* ---- borrowed requests ----------------------------------------------------
+ * A request handed over to an idle poller is not copied: the worker reads
+ * it on the caller's heap, which stays put while the caller is inside its
+ * NIF.  The caller therefore does not leave the NIF while the worker may
+ * read: j->borrow goes BORROWED -> READING (worker starts) -> RELEASED
+ * (worker converted it to Python objects).  A caller that waited too long
+ * for the worker to start revokes instead (BORROWED -> REVOKED), copies the
+ * request into the job's env and publishes COPIED; the worker then uses the
+ * copy.  Converting runs no Python code (garbage collection is held off),
+ * so READING lasts as long as the data takes to convert. */
+
+static void spin_until(const int *word, int value)
+{
+    while (__atomic_load_n(word, __ATOMIC_ACQUIRE) != value)
+        cpu_relax();
+}
+
+void pyn_args_begin(pyn_job_t *j)
+{
+    int b = PYN_BR_BORROWED;
+
+    if (__atomic_load_n(&j->borrow, __ATOMIC_ACQUIRE) == PYN_BR_NONE)
+        return;
+    if (!__atomic_compare_exchange_n(&j->borrow, &b, PYN_BR_READING, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE) &&
+        b == PYN_BR_REVOKED)
+        spin_until(&j->borrow, PYN_BR_COPIED); /* the caller is copying it */
+}
+
+void pyn_args_end(pyn_job_t *j)
+{
+    int b = PYN_BR_READING;
+
+    (void)__atomic_compare_exchange_n(&j->borrow, &b, PYN_BR_RELEASED, 0, __ATOMIC_RELEASE,
+                                      __ATOMIC_RELAXED);
+}
+
+/* Caller side: ends the borrow of req, waiting for the worker if it is
+ * reading it, else copying it into the job's env. */
+static void unborrow(pyn_job_t *j, ERL_NIF_TERM req)
+{
+    int b = PYN_BR_BORROWED;
+
+    if (__atomic_compare_exchange_n(&j->borrow, &b, PYN_BR_REVOKED, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE)) {
+        /* Under the lock: a job dropped meanwhile has lost its env. */
+        pthread_mutex_lock(&P.lock);
+        if (j->state != PYN_JS_DONE && j->env)
+            j->req = enif_make_copy(j->env, req);
+        __atomic_store_n(&j->borrow, PYN_BR_COPIED, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&P.lock);
+    } else if (b == PYN_BR_READING) {
+        spin_until(&j->borrow, PYN_BR_RELEASED);
+    }
+}
+
+static int64_t now_ns(void)
 {
     struct timespec ts;
-    int64_t until;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int pyn_await_inline(ErlNifEnv *env, pyn_job_t *j, ERL_NIF_TERM req, ERL_NIF_TERM *reply,
+                     int64_t *waited_ns)
+{
+    int64_t t0 = now_ns(), until = t0 + PYN_CALLER_SPIN_NS;
     int spin = PYN_HO_SPIN;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    until = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + PYN_CALLER_SPIN_NS;
     for (unsigned i = 1;; i++) {
         if (__atomic_load_n(&j->handoff, __ATOMIC_ACQUIRE) == PYN_HO_READY)
             break;
         cpu_relax();
-        if ((i & 63) == 0) {
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            if ((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec >= until &&
-                __atomic_compare_exchange_n(&j->handoff, &spin, PYN_HO_GAVEUP, 0,
-                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        if ((i & 63) == 0 && now_ns() >= until) {
+            unborrow(j, req); /* may wait while the worker reads */
+            if (__atomic_compare_exchange_n(&j->handoff, &spin, PYN_HO_GAVEUP, 0,
+                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+                *waited_ns = now_ns() - t0;
                 return 0; /* the worker will send the reply */
+            }
         }
     }
+    *waited_ns = now_ns() - t0;
     /* READY: the worker no longer touches the env. */
     *reply = enif_make_copy(env, j->result);
     enif_free_env(j->env);

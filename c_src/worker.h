@@ -67,6 +67,7 @@ struct pyn_job {
      * by then is handed to it directly instead of being sent. */
     int handoff;
     ERL_NIF_TERM result; /* the reply, in env, once handoff is READY */
+    int borrow; /* PYN_BR_*, atomic: req read on the caller's heap */
 };
 
 enum {
@@ -74,6 +75,15 @@ enum {
     PYN_HO_SPIN,   /* the caller polls in submit */
     PYN_HO_READY,  /* the worker left the reply in result (caller owns env) */
     PYN_HO_GAVEUP  /* the caller stopped polling: reply goes by message */
+};
+
+enum {
+    PYN_BR_NONE,     /* req is a copy in the job's env */
+    PYN_BR_BORROWED, /* req is the caller's term (caller inside submit) */
+    PYN_BR_READING,  /* the worker reads it */
+    PYN_BR_RELEASED, /* the worker is done with it */
+    PYN_BR_REVOKED,  /* the caller is copying it into the env ... */
+    PYN_BR_COPIED    /* ... and did: req is that copy */
 };
 
 typedef struct {
@@ -165,7 +175,11 @@ int pyn_worker_control(pyn_worker_t *w, pyn_kind_t kind);
 pyn_job_t *pyn_job_new(pyn_kind_t kind);
 /* Queues a job.  target NULL: shared queue; nested: the target's nested
  * queue; else the target's own queue, if its generation is gen.  Returns 0,
- * or an error atom in *err (the job is then not queued). */
+ * or -1 with an error atom in *err (the job is then not queued), or 1 for
+ * a job with a borrowed request (PYN_BR_BORROWED) that is not handed over:
+ * the caller must copy the request and submit again.  A job with
+ * handoff PYN_HO_SPIN asks for the hand-over; it keeps the mark if
+ * granted. */
 int pyn_submit(ErlNifEnv *env, pyn_job_t *job, pyn_worker_t *target, int nested,
                uint64_t gen, ERL_NIF_TERM *err);
 /* Caller gave up (timeout).  Returns ATOMS.ok if no reply will ever be sent,
@@ -173,9 +187,19 @@ int pyn_submit(ErlNifEnv *env, pyn_job_t *job, pyn_worker_t *target, int nested,
  * the job was still waiting for a semaphore slot. */
 ERL_NIF_TERM pyn_cancel(ErlNifEnv *env, pyn_job_t *job);
 /* After a successful pyn_submit of a job marked PYN_HO_SPIN: polls briefly
- * for its reply.  Returns 1 with the reply copied into env (the job's env
- * is then freed), or 0 if the reply will come as a message. */
-int pyn_await_inline(ErlNifEnv *env, pyn_job_t *job, ERL_NIF_TERM *reply);
+ * for its reply, and ends a borrow of req (the caller's request term) before
+ * returning.  Returns 1 with the reply copied into env (the job's env is
+ * then freed), or 0 if the reply will come as a message.  *waited_ns: the
+ * time spent. */
+int pyn_await_inline(ErlNifEnv *env, pyn_job_t *job, ERL_NIF_TERM req, ERL_NIF_TERM *reply,
+                     int64_t *waited_ns);
+/* Whether a request for target (NULL: shared) would now probably be handed
+ * over (a hint, read without the lock). */
+int pyn_handoff_likely(pyn_worker_t *target);
+/* Worker side of a borrowed request: call before reading job->req, and
+ * once done reading it (idempotent).  GIL held. */
+void pyn_args_begin(pyn_job_t *job);
+void pyn_args_end(pyn_job_t *job);
 
 /* The overload semaphore: every request that is not nested holds a slot
  * from submit until it ends; requests that find none wait, in order.  A
