@@ -315,6 +315,24 @@ static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     return map;
 }
 
+/* path_counts() -> #{handed_over, borrowed, revoked} (tests, tuning) */
+static ERL_NIF_TERM nif_path_counts(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    unsigned long h, b, r;
+    ERL_NIF_TERM keys[3], vals[3], map;
+    (void)argc;
+    (void)argv;
+    pyn_path_counts(&h, &b, &r);
+    keys[0] = enif_make_atom(env, "handed_over");
+    vals[0] = enif_make_uint64(env, h);
+    keys[1] = enif_make_atom(env, "borrowed");
+    vals[1] = enif_make_uint64(env, b);
+    keys[2] = enif_make_atom(env, "revoked");
+    vals[2] = enif_make_uint64(env, r);
+    enif_make_map_from_arrays(env, keys, vals, 3, &map);
+    return map;
+}
+
 /* cb_reply({WorkerOrWaiter, Id}, Reply) -> ok | stale */
 static ERL_NIF_TERM nif_cb_reply(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
@@ -457,6 +475,7 @@ static ErlNifFunc funcs[] = {
     {"worker_retire", 1, nif_worker_retire, 0},
     {"worker_bind", 2, nif_worker_bind, 0},
     {"stats", 0, nif_stats, 0},
+    {"path_counts", 0, nif_path_counts, 0},
     {"cb_reply", 2, nif_cb_reply, 0},
     {"version", 0, nif_version, 0},
 };

@@ -38,6 +38,19 @@ static Py_hash_t pid_hash(PyObject *self)
 
 static PyObject *pid_richcompare(PyObject *a, PyObject *b, int op);
 
+/* A pid is immutable: copy.copy and copy.deepcopy give it back itself. */
+static PyObject *pid_copy(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return Py_NewRef(self);
+}
+
+static PyMethodDef pid_methods[] = {
+    {"__copy__", pid_copy, METH_NOARGS, "The pid itself (immutable)."},
+    {"__deepcopy__", pid_copy, METH_O, "The pid itself (immutable)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyTypeObject PidType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "erlang.Pid",
     .tp_basicsize = sizeof(PidObject),
@@ -46,6 +59,7 @@ static PyTypeObject PidType = {
     .tp_repr = pid_repr,
     .tp_hash = pid_hash,
     .tp_richcompare = pid_richcompare,
+    .tp_methods = pid_methods,
 };
 
 static PyObject *pid_richcompare(PyObject *a, PyObject *b, int op)

@@ -86,6 +86,19 @@ static inline void cpu_relax(void)
 #endif
 }
 
+/* How often the fast paths were taken (relaxed counters, for tests and
+ * tuning; apart from the pool lock's cache line). */
+static struct {
+    unsigned long handed_over, borrowed, revoked;
+} __attribute__((aligned(64))) C;
+
+void pyn_path_counts(unsigned long *handed_over, unsigned long *borrowed, unsigned long *revoked)
+{
+    *handed_over = __atomic_load_n(&C.handed_over, __ATOMIC_RELAXED);
+    *borrowed = __atomic_load_n(&C.borrowed, __ATOMIC_RELAXED);
+    *revoked = __atomic_load_n(&C.revoked, __ATOMIC_RELAXED);
+}
+
 int64_t pyn_now_ms(void)
 {
     struct timespec ts;
@@ -601,6 +614,7 @@ static void unborrow(pyn_job_t *j, ERL_NIF_TERM req)
     if (__atomic_compare_exchange_n(&j->borrow, &b, PYN_BR_REVOKED, 0, __ATOMIC_ACQ_REL,
                                     __ATOMIC_ACQUIRE)) {
         /* Under the lock: a job dropped meanwhile has lost its env. */
+        __atomic_add_fetch(&C.revoked, 1, __ATOMIC_RELAXED);
         pthread_mutex_lock(&P.lock);
         if (j->state != PYN_JS_DONE && j->env)
             j->req = enif_make_copy(j->env, req);
@@ -638,6 +652,9 @@ int pyn_await_inline(ErlNifEnv *env, pyn_job_t *j, ERL_NIF_TERM req, ERL_NIF_TER
         }
     }
     *waited_ns = now_ns() - t0;
+    __atomic_add_fetch(&C.handed_over, 1, __ATOMIC_RELAXED);
+    if (__atomic_load_n(&j->borrow, __ATOMIC_RELAXED) == PYN_BR_RELEASED)
+        __atomic_add_fetch(&C.borrowed, 1, __ATOMIC_RELAXED);
     /* READY: the worker no longer touches the env. */
     *reply = enif_make_copy(env, j->result);
     enif_free_env(j->env);

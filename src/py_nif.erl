@@ -6,7 +6,7 @@
 -export([async_reply/1, async_cancel/1, sem_info/0, sem_set_max/1, slot_acquire/1,
          slot_release/1, clear_caches/0, execution_info/0]).
 -export([submit/4, submit_dirty/4, job_age/1, cancel/1, pool_attach/3, pool_shutdown/0, worker_start/1,
-         worker_retire/1, worker_bind/2, stats/0, cb_reply/2, version/0]).
+         worker_retire/1, worker_bind/2, stats/0, path_counts/0, cb_reply/2, version/0]).
 
 -on_load(init/0).
 
@@ -44,6 +44,12 @@ submit(_Where, _Ref, _Req, _Sync) -> erlang:nif_error(not_loaded).
 %% @doc `submit/4' on a dirty CPU scheduler, for large requests.
 -spec submit_dirty(where(), reference(), tuple(), boolean()) -> job() | atom().
 submit_dirty(_Where, _Ref, _Req, _Sync) -> erlang:nif_error(not_loaded).
+
+%% @doc How often the fast paths were taken since the NIF was loaded:
+%% requests answered by hand-over while submitting, those of them read in
+%% place on the caller's heap, and borrowed requests copied after all.
+-spec path_counts() -> #{handed_over | borrowed | revoked => non_neg_integer()}.
+path_counts() -> erlang:nif_error(not_loaded).
 
 %% @doc Milliseconds since the job was submitted.
 -spec job_age(job()) -> non_neg_integer().

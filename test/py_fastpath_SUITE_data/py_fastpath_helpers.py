@@ -1,0 +1,60 @@
+"""Helpers for py_fastpath_SUITE (the hand-over and borrowed-request paths)."""
+import ctypes
+import threading
+import time
+
+import erlang
+
+_hog = None
+
+
+def hold_gil_later(delay, hold):
+    """Starts a thread that, after `delay` seconds, holds the GIL for `hold`
+    seconds without running Python: a C call made through ctypes.PyDLL
+    keeps the GIL, and usleep() uses no CPU meanwhile."""
+    global _hog
+    libc = ctypes.PyDLL(None)
+
+    def run():
+        time.sleep(delay)
+        libc.usleep(int(hold * 1e6))
+
+    _hog = threading.Thread(target=run, daemon=True)
+    _hog.start()
+    return True
+
+
+def stop_gil_hog():
+    if _hog is not None:
+        _hog.join()
+    return True
+
+
+def digest(doc):
+    """A summary of a request that depends on every part of it."""
+    xs = doc["xs"]
+    return [sum(xs), len(xs), doc["name"], sorted(doc["tags"].items())]
+
+
+def records(n):
+    """n dicts sharing the same key objects."""
+    a, b, c = "alpha", "beta", "gamma"
+    return [{a: i, b: str(i), c: [i, float(i)]} for i in range(n)]
+
+
+class SendsWhileConverted:
+    """Its str() converts another dict with the same key object, for
+    erlang.send, while the result holding it is being converted."""
+
+    def __init__(self, pid, key):
+        self.pid = pid
+        self.key = key
+
+    def __str__(self):
+        erlang.send(self.pid, {self.key: 99, "other": [self.key]})
+        return "sent"
+
+
+def shared_key_around_nested_conversion(pid):
+    key = "k"
+    return [{key: 1}, SendsWhileConverted(pid, key), {key: 2}, {key: 3, "x": key}]
