@@ -166,7 +166,8 @@ static ERL_NIF_TERM submit(ErlNifEnv *env, const ERL_NIF_TERM argv[], int normal
         return enif_raise_exception(env, enif_make_atom(env, "enomem"));
     job->sync = enif_is_identical(argv[3], ATOMS.true);
     job->ref = enif_make_copy(job->env, argv[1]);
-    if (job->sync && !nested && pyn_handoff_likely(target)) {
+    job->patient = !normal;
+    if (job->sync && !nested && pyn_handoff_likely(target, job->patient)) {
         /* Probably handed over: the worker reads the request in place. */
         job->req = argv[2];
         job->borrow = PYN_BR_BORROWED;

@@ -278,7 +278,9 @@ static PyObject *map_to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth)
         return PyErr_NoMemory();
     }
     while (enif_map_iterator_get_pair(env, &it, &k, &v)) {
-        if (!(pk = key_to_py(env, k, depth + 1)) || !(pv = to_py(env, v, depth + 1)) ||
+        /* A map with more keys than the cache holds would only churn it. */
+        pk = size <= KEY_CACHE / 2 ? key_to_py(env, k, depth + 1) : to_py(env, k, depth + 1);
+        if (!pk || !(pv = to_py(env, v, depth + 1)) ||
             PyDict_SetItem(dict, pk, pv) < 0)
             goto fail;
         Py_CLEAR(pk);

@@ -44,26 +44,52 @@ static int grow(buf_t *b, size_t more)
     return 0;
 }
 
-static int put(buf_t *b, const void *p, size_t n)
+/* Room for n more bytes, at the returned address; NULL: out of memory. */
+static inline unsigned char *reserve(buf_t *b, size_t n)
 {
-    if (grow(b, n) < 0)
+    if (b->len + n > b->bin.size && grow(b, n) < 0)
+        return NULL;
+    return b->bin.data + b->len;
+}
+
+static inline void store32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+static int put(buf_t *b, const void *data, size_t n)
+{
+    unsigned char *p = reserve(b, n);
+    if (!p)
         return -1;
-    memcpy(b->bin.data + b->len, p, n);
+    memcpy(p, data, n);
     b->len += n;
     return 0;
 }
 
-static int put8(buf_t *b, unsigned v)
+static inline int put8(buf_t *b, unsigned v)
 {
-    unsigned char c = (unsigned char)v;
-    return put(b, &c, 1);
+    unsigned char *p = reserve(b, 1);
+    if (!p)
+        return -1;
+    *p = (unsigned char)v;
+    b->len++;
+    return 0;
 }
 
-static int put32(buf_t *b, uint32_t v)
+/* A tag byte and a 32-bit big-endian word. */
+static inline int put_tag32(buf_t *b, unsigned tag, uint32_t v)
 {
-    unsigned char c[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
-                          (unsigned char)(v >> 8), (unsigned char)v};
-    return put(b, c, 4);
+    unsigned char *p = reserve(b, 5);
+    if (!p)
+        return -1;
+    p[0] = (unsigned char)tag;
+    store32(p + 1, v);
+    b->len += 5;
+    return 0;
 }
 
 static int atom(buf_t *b, const char *name)
@@ -74,7 +100,14 @@ static int atom(buf_t *b, const char *name)
 
 static int binary(buf_t *b, const char *data, Py_ssize_t n)
 {
-    return put8(b, BINARY_EXT) < 0 || put32(b, (uint32_t)n) < 0 ? -1 : put(b, data, (size_t)n);
+    unsigned char *p = reserve(b, 5 + (size_t)n);
+    if (!p)
+        return -1;
+    p[0] = BINARY_EXT;
+    store32(p + 1, (uint32_t)n);
+    memcpy(p + 5, data, (size_t)n);
+    b->len += 5 + (size_t)n;
+    return 0;
 }
 
 static int integer(buf_t *b, PyObject *o)
@@ -89,10 +122,17 @@ static int integer(buf_t *b, PyObject *o)
     if (!overflow) {
         if (v == -1 && PyErr_Occurred())
             return -1;
-        if (v >= 0 && v <= 255)
-            return put8(b, SMALL_INTEGER_EXT) < 0 ? -1 : put8(b, (unsigned)v);
+        if (v >= 0 && v <= 255) {
+            unsigned char *p = reserve(b, 2);
+            if (!p)
+                return -1;
+            p[0] = SMALL_INTEGER_EXT;
+            p[1] = (unsigned char)v;
+            b->len += 2;
+            return 0;
+        }
         if (v >= INT32_MIN && v <= INT32_MAX)
-            return put8(b, INTEGER_EXT) < 0 ? -1 : put32(b, (uint32_t)(int32_t)v);
+            return put_tag32(b, INTEGER_EXT, (uint32_t)(int32_t)v);
         neg = v < 0;
         u = neg ? 0ULL - (unsigned long long)v : (unsigned long long)v;
         while (u) {
@@ -117,8 +157,7 @@ static int integer(buf_t *b, PyObject *o)
         put8(b, SMALL_BIG_EXT);
         put8(b, (unsigned)n);
     } else {
-        put8(b, LARGE_BIG_EXT);
-        put32(b, (uint32_t)n);
+        put_tag32(b, LARGE_BIG_EXT, (uint32_t)n);
     }
     put8(b, (unsigned)neg);
     if (_PyLong_AsByteArray((PyLongObject *)a, b->bin.data + b->len, n, 1, 0) < 0) {
@@ -204,7 +243,7 @@ static int dict(buf_t *b, PyObject *o, int depth)
     Py_ssize_t pos = 0, n = PyDict_Size(o), i = 0;
     PyObject *k, *v;
 
-    if (put8(b, MAP_EXT) < 0 || put32(b, (uint32_t)n) < 0)
+    if (put_tag32(b, MAP_EXT, (uint32_t)n) < 0)
         return -1;
     while (i < n && PyDict_Next(o, &pos, &k, &v)) {
         int rc;
@@ -239,7 +278,7 @@ static int iterable(buf_t *b, PyObject *o, int depth)
     n = PyList_GET_SIZE(seq);
     rc = 0;
     if (n > 0) {
-        if (put8(b, LIST_EXT) < 0 || put32(b, (uint32_t)n) < 0)
+        if (put_tag32(b, LIST_EXT, (uint32_t)n) < 0)
             rc = -1;
         else
             rc = items(b, seq, n, depth);
@@ -285,6 +324,7 @@ static int fallback(buf_t *b, PyObject *o, int depth)
 static int encode(buf_t *b, PyObject *o, int depth, int key)
 {
     ErlNifPid p;
+    PyTypeObject *tp = Py_TYPE(o);
     (void)key;
 
     if (depth > PYC_MAX_DEPTH || ((depth & 15) == 15 && pyc_stack_short())) {
@@ -293,8 +333,15 @@ static int encode(buf_t *b, PyObject *o, int depth, int key)
                      PYC_MAX_DEPTH);
         return -1;
     }
-    if (PyLong_CheckExact(o))
+    /* The exact built-in types first, as in py_convert.c. */
+    if (tp == &PyLong_Type)
         return integer(b, o);
+    if (tp == &PyUnicode_Type)
+        return str(b, o);
+    if (tp == &PyFloat_Type)
+        return real(b, PyFloat_AS_DOUBLE(o));
+    if (tp == &PyDict_Type)
+        return dict(b, o, depth);
     if (o == Py_None)
         return atom(b, "none");
     if (o == Py_True)
@@ -316,7 +363,7 @@ static int encode(buf_t *b, PyObject *o, int depth, int key)
         int rc;
         if (n == 0)
             return put8(b, NIL_EXT);
-        if (put8(b, LIST_EXT) < 0 || put32(b, (uint32_t)n) < 0)
+        if (put_tag32(b, LIST_EXT, (uint32_t)n) < 0)
             return -1;
         if ((rc = items(b, o, n, depth)))
             return rc;
@@ -325,7 +372,7 @@ static int encode(buf_t *b, PyObject *o, int depth, int key)
     if (PyTuple_Check(o)) {
         Py_ssize_t n = PyTuple_GET_SIZE(o);
         int rc = n <= 255 ? (put8(b, SMALL_TUPLE_EXT) < 0 ? -1 : put8(b, (unsigned)n))
-                          : (put8(b, LARGE_TUPLE_EXT) < 0 ? -1 : put32(b, (uint32_t)n));
+                          : put_tag32(b, LARGE_TUPLE_EXT, (uint32_t)n);
         return rc ? rc : items(b, o, n, depth);
     }
     if (PyDict_Check(o))

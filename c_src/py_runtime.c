@@ -31,6 +31,7 @@ static PyThreadState *main_tstate;
  * (a bounded amount of memory not returned to the OS). */
 #define PYR_ARENA_CACHE 32
 #define PYR_MMAP_THRESHOLD (32 * 1024 * 1024)
+#define PYR_TRIM_THRESHOLD (4 * 1024 * 1024)
 
 static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER;
 static void *arena_free_list[PYR_ARENA_CACHE];
@@ -109,6 +110,10 @@ int pyr_start(char *err, size_t errlen)
     /* mallopt takes the main arena lock; schedulers reading the threshold
      * meanwhile see the old or the new value, both fine. */
     mallopt(M_MMAP_THRESHOLD, PYR_MMAP_THRESHOLD); /* NOLINT(concurrency-mt-unsafe) */
+    /* And freeing such a block at the top of a heap no longer gives its
+     * pages back at once, only to fault them in again on the next call:
+     * up to PYR_TRIM_THRESHOLD of free memory stays with each heap. */
+    mallopt(M_TRIM_THRESHOLD, PYR_TRIM_THRESHOLD); /* NOLINT(concurrency-mt-unsafe) */
     {
         PyObjectArenaAllocator arenas = {NULL, arena_alloc, arena_free};
         PyObject_SetArenaAllocator(&arenas);

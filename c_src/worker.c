@@ -29,6 +29,9 @@
  * pyn_await_inline).  Covers a small call with room to spare; anything
  * longer is answered by message as usual. */
 #define PYN_CALLER_SPIN_NS 10000
+/* The same for a caller on a dirty scheduler (large requests), which may
+ * also have woken a parked worker: long enough for the wake-up. */
+#define PYN_PATIENT_SPIN_NS 500000
 /* Requests running longer than this get a monitor on their caller. */
 #define PYN_LATE_MONITOR_MS 50
 /* The watchdog's period while workers exist (it sleeps otherwise). */
@@ -441,11 +444,15 @@ static int likely_to_wait(pyn_worker_t *target, int nested)
            __atomic_load_n(&target->own.head, __ATOMIC_RELAXED) != NULL;
 }
 
-int pyn_handoff_likely(pyn_worker_t *target)
+int pyn_handoff_likely(pyn_worker_t *target, int patient)
 {
     pyn_worker_t *sp = __atomic_load_n(&P.spinner, __ATOMIC_RELAXED);
-    return sp && (target ? sp == target : !__atomic_load_n(&sp->bound, __ATOMIC_RELAXED)) &&
-           __atomic_load_n(&P.pending, __ATOMIC_RELAXED) == 0 &&
+    int ready = sp && (target ? sp == target : !__atomic_load_n(&sp->bound, __ATOMIC_RELAXED));
+
+    if (!ready && patient)
+        ready = target ? __atomic_load_n(&target->idle, __ATOMIC_RELAXED)
+                       : __atomic_load_n(&P.nidle, __ATOMIC_RELAXED) > 0;
+    return ready && __atomic_load_n(&P.pending, __ATOMIC_RELAXED) == 0 &&
            __atomic_load_n(&P.nbusy, __ATOMIC_RELAXED) == 0;
 }
 
@@ -476,6 +483,19 @@ static int poller_ready(const pyn_job_t *j)
     if (!t)
         return P.spinner && !P.spinner->bound && !P.spinner_claimed;
     return !j->nested && P.spinner == t && !t->current;
+}
+
+/* poller_ready, or for a patient job: a parked worker that the enqueue
+ * wakes (lock held). */
+static int starts_soon(const pyn_job_t *j)
+{
+    pyn_worker_t *t = j->target;
+
+    if (poller_ready(j))
+        return 1;
+    if (!j->patient)
+        return 0;
+    return t ? t->idle && !t->current : P.nidle > 0;
 }
 
 /* Puts a job on its target's queue and wakes a worker (lock held).
@@ -536,7 +556,7 @@ int pyn_submit(ErlNifEnv *env, pyn_job_t *job, pyn_worker_t *target, int nested,
      * nothing else runs: the caller's scheduler then has no other request
      * to serve meanwhile.  Decided before the worker can see the job. */
     handoff = want_handoff && !nested && P.pending == 0 && P.nbusy == 0 &&
-              P.sem_cur < P.sem_max && !P.slot_wait.head && poller_ready(job);
+              P.sem_cur < P.sem_max && !P.slot_wait.head && starts_soon(job);
     if (job->borrow == PYN_BR_BORROWED && !handoff) {
         /* A borrowed request must be copied after all: the caller copies it
          * and submits again. */
@@ -635,7 +655,7 @@ static int64_t now_ns(void)
 int pyn_await_inline(ErlNifEnv *env, pyn_job_t *j, ERL_NIF_TERM req, ERL_NIF_TERM *reply,
                      int64_t *waited_ns)
 {
-    int64_t t0 = now_ns(), until = t0 + PYN_CALLER_SPIN_NS;
+    int64_t t0 = now_ns(), until = t0 + (j->patient ? PYN_PATIENT_SPIN_NS : PYN_CALLER_SPIN_NS);
     int spin = PYN_HO_SPIN;
 
     for (unsigned i = 1;; i++) {

@@ -68,6 +68,7 @@ struct pyn_job {
     int handoff;
     ERL_NIF_TERM result; /* the reply, in env, once handoff is READY */
     int borrow; /* PYN_BR_*, atomic: req read on the caller's heap */
+    int patient; /* the caller may wait for a parked worker to wake (dirty) */
 };
 
 enum {
@@ -197,8 +198,9 @@ int pyn_await_inline(ErlNifEnv *env, pyn_job_t *job, ERL_NIF_TERM req, ERL_NIF_T
  * borrows revoked, since load. */
 void pyn_path_counts(unsigned long *handed_over, unsigned long *borrowed, unsigned long *revoked);
 /* Whether a request for target (NULL: shared) would now probably be handed
- * over (a hint, read without the lock). */
-int pyn_handoff_likely(pyn_worker_t *target);
+ * over (a hint, read without the lock).  patient: a parked worker will do
+ * (a caller on a dirty scheduler may wait for it to wake). */
+int pyn_handoff_likely(pyn_worker_t *target, int patient);
 /* Worker side of a borrowed request: call before reading job->req, and
  * once done reading it (idempotent).  GIL held. */
 void pyn_args_begin(pyn_job_t *job);
