@@ -25,11 +25,36 @@ typedef struct {
     PyObject *callable;    /* strong */
 } pyx_fn_entry_t;
 
+/* References dropped only once the reply is on its way (pyx_release_later):
+ * freeing a request's arguments and its result (100000 integers, say)
+ * then no longer delays the reply. */
+#define PYX_LATER 16
+
 typedef struct {
     PyObject *globals; /* the namespace: '__main__' of this worker */
     PyObject *modules; /* name -> module, filled after a completed import */
     pyx_fn_entry_t fns[PYX_FN_CACHE];
+    PyObject *later[PYX_LATER];
+    int nlater;
 } pyx_state_t;
+
+/* Drops o (may be NULL) after the reply is sent, or now if the list is full. */
+static void release_later(pyx_state_t *st, PyObject *o)
+{
+    if (!o)
+        return;
+    if (st->nlater < PYX_LATER)
+        st->later[st->nlater++] = o;
+    else
+        Py_DECREF(o);
+}
+
+void pyx_release_later(pyn_worker_t *w)
+{
+    pyx_state_t *st = w->py;
+    while (st && st->nlater > 0)
+        Py_DECREF(st->later[--st->nlater]);
+}
 
 static PyObject *code_cache;   /* bytes (mode byte + source) -> code */
 static PyObject *format_exc;   /* traceback.format_exception */
@@ -84,6 +109,7 @@ static void fn_cache_clear(pyx_state_t *st)
 void pyx_worker_fini(pyn_worker_t *w)
 {
     pyx_state_t *st = w->py;
+    pyx_release_later(w);
     pyc_thread_fini();
     if (!st)
         return;
@@ -427,7 +453,7 @@ static PyObject *do_call(pyx_state_t *st, ErlNifEnv *env, const ERL_NIF_TERM *el
         if (i == nargs && (fn = atoms ? resolve_cached(st, env, m, f) : resolve_names(st, mname, fname)))
             res = PyObject_Vectorcall(fn, argv, nargs, NULL);
         while (i > 0)
-            Py_DECREF(argv[--i]);
+            release_later(st, argv[--i]);
         goto done;
     }
     if (!(list = pyc_to_py(env, el[3])))
@@ -445,9 +471,9 @@ done:
     Py_XDECREF(mname);
     Py_XDECREF(fname);
     Py_XDECREF(fn);
-    Py_XDECREF(list);
-    Py_XDECREF(args);
-    Py_XDECREF(kw);
+    release_later(st, list);
+    release_later(st, args);
+    release_later(st, kw);
     return res;
 }
 
@@ -557,7 +583,7 @@ static PyObject *do_code(pyx_state_t *st, ErlNifEnv *env, ERL_NIF_TERM src, ERL_
         else
             PyErr_SetString(PyExc_TypeError, "Locals must be a map");
     }
-    Py_XDECREF(locals);
+    release_later(st, locals);
     Py_DECREF(code);
     return res;
 }
@@ -649,7 +675,7 @@ ERL_NIF_TERM pyx_run(pyn_worker_t *w, pyn_job_t *j)
         return error_term(env, j);
     }
     if (j->kind == PYN_JOB_EXEC || j->kind == PYN_JOB_ASYNC || j->kind == PYN_JOB_ASYNC_STREAM) {
-        Py_DECREF(res);
+        release_later(st, res);
         return ATOMS.ok;
     }
     if (j->kind == PYN_JOB_STREAM || j->kind == PYN_JOB_STREAM_EVAL) {
@@ -661,14 +687,14 @@ ERL_NIF_TERM pyx_run(pyn_worker_t *w, pyn_job_t *j)
             /* Large dicts: the caller's binary_to_term builds the maps. */
             rc = pye_encode_ok(env, res, &out);
             if (rc == 0) {
-                Py_DECREF(res);
+                release_later(st, res);
                 return enif_make_tuple2(env, ATOMS.py_etf, out);
             }
             if (rc > 0) /* keys that may collide: convert directly */
                 rc = pyc_to_term(env, res, &out);
         }
     }
-    Py_DECREF(res);
+    release_later(st, res);
     if (rc < 0)
         return error_term(env, j);
     return enif_make_tuple2(env, ATOMS.ok, out);

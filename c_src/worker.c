@@ -851,6 +851,7 @@ static void run_job(pyn_worker_t *w, pyn_job_t *j)
 {
     ERL_NIF_TERM result = pyx_run(w, j);
     finish_job(w, j, result);
+    pyx_release_later(w); /* arguments and result, now that it is answered */
 }
 
 

