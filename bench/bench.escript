@@ -6,7 +6,7 @@
 %%! -noshell
 
 -mode(compile).
--define(ROUNDS, 7).
+-define(ROUNDS, 9).
 
 main(_) ->
     Root = filename:dirname(filename:dirname(filename:absname(escript:script_name()))),
@@ -38,17 +38,20 @@ main(_) ->
 latency(Echo) ->
     header("Sequential latency (us per call, one caller)"),
     N = 20000,
-    GS = per_call(fun() -> x = gen_server:call(Echo, x) end, N),
-    row("gen_server:call round trip (baseline)", GS, none),
     ok = py:exec(<<"import math">>),
-    row("py:call(math, sqrt, [16])  unbound", per_call(fun() -> {ok, 4.0} = py:call(math, sqrt, [16]) end, N), GS),
-    row("py:eval(<<\"1 + 1\">>)        unbound", per_call(fun() -> {ok, 2} = py:eval(<<"1 + 1">>) end, N), GS),
-    row("py:exec(<<\"x = 1\">>)        unbound", per_call(fun() -> ok = py:exec(<<"x = 1">>) end, N), GS),
+    Baseline = fun() -> x = gen_server:call(Echo, x) end,
+    Calls = [fun() -> {ok, 4.0} = py:call(math, sqrt, [16]) end,
+             fun() -> {ok, 2} = py:eval(<<"1 + 1">>) end,
+             fun() -> ok = py:exec(<<"x = 1">>) end],
+    [GS | Unbound] = interleaved([Baseline | Calls], N),
     ok = py:bind(),
-    row("py:call(math, sqrt, [16])  bound", per_call(fun() -> {ok, 4.0} = py:call(math, sqrt, [16]) end, N), GS),
-    row("py:eval(<<\"1 + 1\">>)        bound", per_call(fun() -> {ok, 2} = py:eval(<<"1 + 1">>) end, N), GS),
-    row("py:exec(<<\"x = 1\">>)        bound", per_call(fun() -> ok = py:exec(<<"x = 1">>) end, N), GS),
+    [GS2 | Bound] = interleaved([Baseline | Calls], N),
     ok = py:unbind(),
+    row("gen_server:call round trip (baseline)", GS, none),
+    Names = ["py:call(math, sqrt, [16])", "py:eval(<<\"1 + 1\">>)     ", "py:exec(<<\"x = 1\">>)     "],
+    [row(Name ++ "  unbound", V, GS) || {Name, V} <- lists:zip(Names, Unbound)],
+    row("gen_server:call round trip (baseline, again)", GS2, none),
+    [row(Name ++ "  bound", V, GS2) || {Name, V} <- lists:zip(Names, Bound)],
     io:format("~n").
 
 %%--------------------------------------------------------------------
@@ -61,10 +64,13 @@ throughput(Echo) ->
       fun(C) ->
               Total = 40000,
               PerCaller = Total div C,
-              GS = median([concurrent(C, PerCaller, fun() -> x = gen_server:call(Echo, x) end)
-                           || _ <- lists:seq(1, ?ROUNDS)]),
-              Py = median([concurrent(C, PerCaller, fun() -> {ok, 4.0} = py:call(math, sqrt, [16]) end)
-                           || _ <- lists:seq(1, ?ROUNDS)]),
+              %% Rounds alternate between the two, so that both see the
+              %% same moments of the machine.
+              Pairs = [{concurrent(C, PerCaller, fun() -> x = gen_server:call(Echo, x) end),
+                        concurrent(C, PerCaller, fun() -> {ok, 4.0} = py:call(math, sqrt, [16]) end)}
+                       || _ <- lists:seq(1, ?ROUNDS)],
+              GS = median([G || {G, _} <- Pairs]),
+              Py = median([P || {_, P} <- Pairs]),
               row(io_lib:format("~2b callers: gen_server:call (baseline)", [C]), GS, none),
               row(io_lib:format("~2b callers: py:call(math, sqrt, [16])", [C]), Py, GS),
               io:format("   -> ~b py calls/s~n", [round(1.0e6 / Py)])
@@ -93,8 +99,8 @@ data() ->
             {"nested document", doc(4)}],
     lists:foreach(
       fun({Name, Term}) ->
-              Base = per_call(fun() -> Term = binary_to_term(term_to_binary(Term)) end, 20),
-              Py = per_call(fun() -> {ok, _} = py:call(copy, copy, [Term]) end, 20),
+              [Base, Py] = interleaved([fun() -> Term = binary_to_term(term_to_binary(Term)) end,
+                                        fun() -> {ok, _} = py:call(copy, copy, [Term]) end], 20),
               row("ext. term format: " ++ Name, Base, none),
               row("py:call(copy, copy): " ++ Name, Py, Base)
       end, Docs),
@@ -186,13 +192,18 @@ start_echo() ->
                        receive {'$gen_call', From, Msg} -> gen_server:reply(From, Msg), Loop() end
                end).
 
-per_call(Fun, N) ->
-    Fun(),
-    median([begin
-                T0 = erlang:monotonic_time(nanosecond),
-                repeat(Fun, N),
-                (erlang:monotonic_time(nanosecond) - T0) / N / 1000
-            end || _ <- lists:seq(1, ?ROUNDS)]).
+%% Microseconds per call of each of Funs: N calls per round, the funs taking
+%% turns within each round (so that a slow moment of the machine falls on
+%% all of them), the median over ?ROUNDS rounds for each.
+interleaved(Funs, N) ->
+    [F() || F <- Funs],
+    Rounds = [[time_calls(F, N) || F <- Funs] || _ <- lists:seq(1, ?ROUNDS)],
+    [median([lists:nth(I, R) || R <- Rounds]) || I <- lists:seq(1, length(Funs))].
+
+time_calls(Fun, N) ->
+    T0 = erlang:monotonic_time(nanosecond),
+    repeat(Fun, N),
+    (erlang:monotonic_time(nanosecond) - T0) / N / 1000.
 
 repeat(_, 0) -> ok;
 repeat(F, N) -> F(), repeat(F, N - 1).

@@ -64,6 +64,8 @@ export ROOTDIR BINDIR EMU=beam PROGNAME=erl
 # (test/ itself is left alone: others may be running the suites).
 rm -rf "$OUT/test" "$OUT/ct_logs"
 mkdir -p "$OUT/test" "$OUT/ct_logs"
+# The helpers every suite calls (test/py_test_lib.erl) go beside them.
+erlc +debug_info -I include -o "$OUT/test" test/py_test_lib.erl
 for s in ${SUITES//,/ }; do
     [ -f "test/$s.erl" ] || { echo "valgrind: no such suite: test/$s.erl"; exit 1; }
     erlc +debug_info -I include -o "$OUT/test" "test/$s.erl"
