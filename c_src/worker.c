@@ -24,11 +24,20 @@
  * polling lets back-to-back calls skip it.  Only one worker polls at a time
  * and never for longer than this, so an idle pool burns no CPU. */
 #define PYN_SPIN_NS 60000
+/* After a request that found the pool idle (one caller calling again and
+ * again, say), the worker polls longer: such a caller often takes more than
+ * 60 us between two calls (decoding a large reply), and would otherwise
+ * wake a parked worker, and miss the hand-over, each time. */
+#define PYN_SPIN_LONG_NS 250000
 /* How long a caller whose request went to an idle polling worker, with no
  * other request in flight, polls in its NIF for the reply (see
  * pyn_await_inline).  Covers a small call with room to spare; anything
  * longer is answered by message as usual. */
 #define PYN_CALLER_SPIN_NS 10000
+/* How long such a caller waits for the worker to start reading a borrowed
+ * request (the worker may be finishing its previous one) before copying
+ * it after all. */
+#define PYN_START_SPIN_NS 100000
 /* The same for a caller on a dirty scheduler (large requests), which may
  * also have woken a parked worker: long enough for the wake-up. */
 #define PYN_PATIENT_SPIN_NS 500000
@@ -555,7 +564,8 @@ int pyn_submit(ErlNifEnv *env, pyn_job_t *job, pyn_worker_t *target, int nested,
     /* Hand-over only for a request that an idle poller takes at once while
      * nothing else runs: the caller's scheduler then has no other request
      * to serve meanwhile.  Decided before the worker can see the job. */
-    handoff = want_handoff && !nested && P.pending == 0 && P.nbusy == 0 &&
+    job->solo = P.pending == 0 && P.nbusy == 0;
+    handoff = want_handoff && !nested && job->solo &&
               P.sem_cur < P.sem_max && !P.slot_wait.head && starts_soon(job);
     if (job->borrow == PYN_BR_BORROWED && !handoff) {
         /* A borrowed request must be copied after all: the caller copies it
@@ -626,8 +636,8 @@ void pyn_args_end(pyn_job_t *j)
 }
 
 /* Caller side: ends the borrow of req, waiting for the worker if it is
- * reading it, else copying it into the job's env. */
-static void unborrow(pyn_job_t *j, ERL_NIF_TERM req)
+ * reading it (returns 0), else copying it into the job's env (returns 1). */
+static int unborrow(pyn_job_t *j, ERL_NIF_TERM req)
 {
     int b = PYN_BR_BORROWED;
 
@@ -640,9 +650,11 @@ static void unborrow(pyn_job_t *j, ERL_NIF_TERM req)
             j->req = enif_make_copy(j->env, req);
         __atomic_store_n(&j->borrow, PYN_BR_COPIED, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&P.lock);
-    } else if (b == PYN_BR_READING) {
-        spin_until(&j->borrow, PYN_BR_RELEASED);
+        return 1;
     }
+    if (b == PYN_BR_READING)
+        spin_until(&j->borrow, PYN_BR_RELEASED);
+    return 0;
 }
 
 static int64_t now_ns(void)
@@ -652,23 +664,41 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Polls for the reply: first, for a borrowed request, until the worker
+ * has read it (giving up on a worker that has not started by start_by),
+ * then for PYN_CALLER_SPIN_NS more. */
 int pyn_await_inline(ErlNifEnv *env, pyn_job_t *j, ERL_NIF_TERM req, ERL_NIF_TERM *reply,
                      int64_t *waited_ns)
 {
-    int64_t t0 = now_ns(), until = t0 + (j->patient ? PYN_PATIENT_SPIN_NS : PYN_CALLER_SPIN_NS);
+    int64_t t0 = now_ns(), now, until = -1;
+    int64_t start_by = t0 + (j->patient ? PYN_PATIENT_SPIN_NS : PYN_START_SPIN_NS);
     int spin = PYN_HO_SPIN;
 
     for (unsigned i = 1;; i++) {
         if (__atomic_load_n(&j->handoff, __ATOMIC_ACQUIRE) == PYN_HO_READY)
             break;
         cpu_relax();
-        if ((i & 63) == 0 && now_ns() >= until) {
-            unborrow(j, req); /* may wait while the worker reads */
-            if (__atomic_compare_exchange_n(&j->handoff, &spin, PYN_HO_GAVEUP, 0,
-                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-                *waited_ns = now_ns() - t0;
-                return 0; /* the worker will send the reply */
-            }
+        if ((i & 63) != 0)
+            continue;
+        now = now_ns();
+        switch (__atomic_load_n(&j->borrow, __ATOMIC_ACQUIRE)) {
+        case PYN_BR_BORROWED:
+            if (now < start_by)
+                continue;
+            /* Copied after all (the reply comes by message), or the worker
+             * had just begun: then it was waited for, and polling goes on. */
+            until = unborrow(j, req) ? 0 : now_ns() + PYN_CALLER_SPIN_NS;
+            break;
+        case PYN_BR_READING:
+            continue; /* the worker reads the caller's heap: stay */
+        default:
+            if (until < 0)
+                until = now + PYN_CALLER_SPIN_NS;
+        }
+        if (now_ns() >= until && __atomic_compare_exchange_n(&j->handoff, &spin, PYN_HO_GAVEUP, 0,
+                                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            *waited_ns = now_ns() - t0;
+            return 0; /* the worker will send the reply */
         }
     }
     *waited_ns = now_ns() - t0;
@@ -801,6 +831,8 @@ static void finish_job(pyn_worker_t *w, pyn_job_t *j, ERL_NIF_TERM result)
         }
     }
     j->state = PYN_JS_DONE;
+    if (!j->prev)
+        w->poll_ns = j->solo ? PYN_SPIN_LONG_NS : PYN_SPIN_NS;
     w->current = j->prev; /* back to the job it was nested in */
     j->prev = NULL;
     if (!w->current && w->state == PYN_W_ALIVE)
@@ -847,11 +879,16 @@ static void start_job(pyn_worker_t *w, pyn_job_t *j)
         P.pending--;
 }
 
+static int work_visible(pyn_worker_t *w);
+
 static void run_job(pyn_worker_t *w, pyn_job_t *j)
 {
     ERL_NIF_TERM result = pyx_run(w, j);
     finish_job(w, j, result);
-    pyx_release_later(w); /* arguments and result, now that it is answered */
+    /* Arguments and result, now that it is answered; after the next job if
+     * one is already waiting. */
+    if (!work_visible(w))
+        pyx_release_later(w);
 }
 
 
@@ -897,7 +934,7 @@ static void spin(pyn_worker_t *w)
     P.spinner = w;
     pthread_mutex_unlock(&P.lock);
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    until = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + PYN_SPIN_NS;
+    until = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + w->poll_ns;
     for (unsigned i = 1;; i++) {
         if (work_visible(w))
             break;
@@ -1020,6 +1057,7 @@ static void *worker_main(void *arg)
             do
                 run_job(w, j);
             while ((j = try_next_job(w)));
+            pyx_release_later(w);
             pyr_gil_release();
         }
     }
@@ -1049,6 +1087,7 @@ pyn_worker_t *pyn_worker_start(int id, char *err, size_t errlen)
     w->id = id;
     w->state = PYN_W_ALIVE;
     w->gen = 1;
+    w->poll_ns = PYN_SPIN_NS;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&w->cond, &ca);

@@ -69,6 +69,7 @@ struct pyn_job {
     ERL_NIF_TERM result; /* the reply, in env, once handoff is READY */
     int borrow; /* PYN_BR_*, atomic: req read on the caller's heap */
     int patient; /* the caller may wait for a parked worker to wake (dirty) */
+    int solo;    /* nothing else was queued or running when it came */
 };
 
 enum {
@@ -104,6 +105,7 @@ struct pyn_worker {
     int bound;    /* serves only its own queues */
     uint64_t gen; /* bumps at every bind/unbind: stale handles are refused */
     int idle;     /* parked on cond, waiting for work */
+    int64_t poll_ns; /* how long to poll before parking next time */
     pyn_queue_t own;    /* bound/context jobs and control jobs */
     pyn_queue_t nested; /* jobs made by the Erlang side of its callbacks */
     pthread_cond_t cond;
