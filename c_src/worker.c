@@ -631,8 +631,9 @@ void pyn_args_end(pyn_job_t *j)
 {
     int b = PYN_BR_READING;
 
-    (void)__atomic_compare_exchange_n(&j->borrow, &b, PYN_BR_RELEASED, 0, __ATOMIC_RELEASE,
-                                      __ATOMIC_RELAXED);
+    if (__atomic_compare_exchange_n(&j->borrow, &b, PYN_BR_RELEASED, 0, __ATOMIC_RELEASE,
+                                    __ATOMIC_RELAXED))
+        __atomic_add_fetch(&C.borrowed, 1, __ATOMIC_RELAXED);
 }
 
 /* Caller side: ends the borrow of req, waiting for the worker if it is
@@ -703,8 +704,6 @@ int pyn_await_inline(ErlNifEnv *env, pyn_job_t *j, ERL_NIF_TERM req, ERL_NIF_TER
     }
     *waited_ns = now_ns() - t0;
     __atomic_add_fetch(&C.handed_over, 1, __ATOMIC_RELAXED);
-    if (__atomic_load_n(&j->borrow, __ATOMIC_RELAXED) == PYN_BR_RELEASED)
-        __atomic_add_fetch(&C.borrowed, 1, __ATOMIC_RELAXED);
     /* READY: the worker no longer touches the env. */
     *reply = enif_make_copy(env, j->result);
     enif_free_env(j->env);

@@ -196,8 +196,8 @@ ERL_NIF_TERM pyn_cancel(ErlNifEnv *env, pyn_job_t *job);
  * time spent. */
 int pyn_await_inline(ErlNifEnv *env, pyn_job_t *job, ERL_NIF_TERM req, ERL_NIF_TERM *reply,
                      int64_t *waited_ns);
-/* Requests answered by hand-over, those of them read in place, and
- * borrows revoked, since load. */
+/* Requests answered by hand-over, requests read in place, and borrows
+ * revoked (copied after all), since load. */
 void pyn_path_counts(unsigned long *handed_over, unsigned long *borrowed, unsigned long *revoked);
 /* Whether a request for target (NULL: shared) would now probably be handed
  * over (a hint, read without the lock).  patient: a parked worker will do

@@ -46,8 +46,8 @@ submit(_Where, _Ref, _Req, _Sync) -> erlang:nif_error(not_loaded).
 submit_dirty(_Where, _Ref, _Req, _Sync) -> erlang:nif_error(not_loaded).
 
 %% @doc How often the fast paths were taken since the NIF was loaded:
-%% requests answered by hand-over while submitting, those of them read in
-%% place on the caller's heap, and borrowed requests copied after all.
+%% requests answered by hand-over while submitting, requests read in place
+%% on the caller's heap, and borrowed requests copied after all.
 -spec path_counts() -> #{handed_over | borrowed | revoked => non_neg_integer()}.
 path_counts() -> erlang:nif_error(not_loaded).
 

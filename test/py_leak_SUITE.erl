@@ -141,7 +141,9 @@ one_request(I) ->
 
 %% The instrument itself: 32 MiB kept alive on the Python side show up in
 %% the RSS figure (and go away again), so the flat figures below mean
-%% something.
+%% something.  Free memory the allocators keep for reuse (up to 4 MiB at
+%% the top of each glibc heap, the holes below it) may absorb part of the
+%% growth: at least half of it must show.
 probe_sees_growth(_Config) ->
     {M0, R0} = measure(),
     ok = py:exec(<<"import leak_helpers\n"
@@ -153,7 +155,7 @@ probe_sees_growth(_Config) ->
                          "erlang:memory(total) ~s MiB",
                          [dmib(R1 - R0), dmib(R2 - R0), dmib(M1 - M0)]),
     ?REPORT("~s", [Text]),
-    ?assert(R1 - R0 > 24 * ?MIB),
+    ?assert(R1 - R0 > 16 * ?MIB),
     ?assert(R2 - R0 < 8 * ?MIB),
     {comment, lists:flatten(Text)}.
 
