@@ -64,6 +64,7 @@ static struct {
     int replacing; /* workers retired and not yet replaced by the pool */
     pyn_worker_t *spinner; /* the worker polling for work, if any */
     int spinner_claimed;   /* a job was queued for the poller already */
+    int spinner_bound;     /* the poller was bound when it began (a hint) */
     int gil_waiters;       /* workers waiting to take the GIL (atomic) */
     int sem_max, sem_cur;  /* overload semaphore: slots, slots held */
     pyn_queue_t slot_wait; /* requests waiting for a slot */
@@ -455,8 +456,9 @@ static int likely_to_wait(pyn_worker_t *target, int nested)
 
 int pyn_handoff_likely(pyn_worker_t *target, int patient)
 {
+    /* The poller is compared, never dereferenced: it may be exiting. */
     pyn_worker_t *sp = __atomic_load_n(&P.spinner, __ATOMIC_RELAXED);
-    int ready = sp && (target ? sp == target : !__atomic_load_n(&sp->bound, __ATOMIC_RELAXED));
+    int ready = sp && (target ? sp == target : !__atomic_load_n(&P.spinner_bound, __ATOMIC_RELAXED));
 
     if (!ready && patient)
         ready = target ? __atomic_load_n(&target->idle, __ATOMIC_RELAXED)
@@ -841,6 +843,7 @@ static void finish_job(pyn_worker_t *w, pyn_job_t *j, ERL_NIF_TERM result)
      * another worker (a futex wake on the caller's path). */
     if (!w->current && !w->bound && !P.spinner) {
         P.spinner = w;
+        P.spinner_bound = w->bound;
         P.spinner_claimed = 0;
     }
     clear_interrupt = j->interrupt_sent;
@@ -924,13 +927,14 @@ static void poll_until(int *a, pyn_job_t **b, int *c)
     }
 }
 
-/* Polls for up to PYN_SPIN_NS.  Called and returns with the lock held. */
+/* Polls for up to w->poll_ns.  Called and returns with the lock held. */
 static void spin(pyn_worker_t *w)
 {
     int64_t until;
     struct timespec ts;
 
     P.spinner = w;
+    P.spinner_bound = w->bound;
     pthread_mutex_unlock(&P.lock);
     clock_gettime(CLOCK_MONOTONIC, &ts);
     until = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + w->poll_ns;
