@@ -50,11 +50,13 @@ static ERL_NIF_TERM error_tuple(ErlNifEnv *env, const char *msg)
     return enif_make_tuple2(env, ATOMS.error, bin);
 }
 
-/* Whether copying t is probably too long for a normal scheduler: more than
- * *budget nodes or deeper than PYN_SUBMIT_DEPTH.  Lists and tuples are
- * walked; a map counts twice its size without being iterated (iterating
- * costs as much as the copy), so data hidden under small maps is not seen:
- * the copy is then timed and reported (enif_consume_timeslice). */
+/* Whether copying or converting t is probably too long for a normal
+ * scheduler: more than *budget nodes or deeper than PYN_SUBMIT_DEPTH.
+ * Lists and tuples are walked; a binary counts a node per 64 bytes; a map
+ * counts twice its size without being iterated (iterating costs as much as
+ * the copy), so data hidden under small maps is not seen: the copy (or the
+ * wait for a worker reading the request in place) is then timed and
+ * reported (enif_consume_timeslice). */
 #define PYN_SUBMIT_DEPTH 64
 
 static int too_big(ErlNifEnv *env, ERL_NIF_TERM t, long *budget, int *maps, int depth)
@@ -77,6 +79,12 @@ static int too_big(ErlNifEnv *env, ERL_NIF_TERM t, long *budget, int *maps, int 
     } else if (enif_get_map_size(env, t, &size)) {
         *maps += size > 0;
         *budget -= 2 * (long)size;
+        return *budget < 0;
+    } else if (enif_is_binary(env, t)) {
+        ErlNifBinary bin;
+        /* Converting costs by the byte: 64 bytes count as a node. */
+        if (enif_inspect_binary(env, t, &bin))
+            *budget -= (long)(bin.size / 64);
         return *budget < 0;
     }
     return 0;
@@ -167,7 +175,9 @@ static ERL_NIF_TERM submit(ErlNifEnv *env, const ERL_NIF_TERM argv[], int normal
     job->sync = enif_is_identical(argv[3], ATOMS.true);
     job->ref = enif_make_copy(job->env, argv[1]);
     job->patient = !normal;
-    if (job->sync && !nested && pyn_handoff_likely(target, job->patient)) {
+    /* Not a coroutine's request: its reply handle must outlive the read. */
+    if (job->sync && !nested && kind != PYN_JOB_ASYNC && kind != PYN_JOB_ASYNC_STREAM &&
+        pyn_handoff_likely(target, job->patient)) {
         /* Probably handed over: the worker reads the request in place. */
         job->req = argv[2];
         job->borrow = PYN_BR_BORROWED;

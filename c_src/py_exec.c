@@ -49,6 +49,12 @@ static void release_later(pyx_state_t *st, PyObject *o)
         Py_DECREF(o);
 }
 
+int pyx_has_later(pyn_worker_t *w)
+{
+    pyx_state_t *st = w->py;
+    return st && st->nlater > 0;
+}
+
 void pyx_release_later(pyn_worker_t *w)
 {
     pyx_state_t *st = w->py;
@@ -480,10 +486,12 @@ done:
 /* ---- eval / exec --------------------------------------------------------- */
 
 /* Compiled code for source (binary) in mode, from the cache. New ref. */
-static PyObject *compiled(ErlNifEnv *env, ERL_NIF_TERM src, int mode)
+/* The code cache's key for a source: a mode byte and the source text (a
+ * copy: made while the request is read, compiled after). */
+static PyObject *code_key(ErlNifEnv *env, ERL_NIF_TERM src, int mode)
 {
     ErlNifBinary bin;
-    PyObject *key, *code;
+    PyObject *key;
     char *buf;
 
     if (!enif_inspect_binary(env, src, &bin)) {
@@ -499,7 +507,16 @@ static PyObject *compiled(ErlNifEnv *env, ERL_NIF_TERM src, int mode)
     buf = PyBytes_AS_STRING(key);
     buf[0] = mode == Py_eval_input ? 'e' : 'x';
     memcpy(buf + 1, bin.data, bin.size); /* PyBytes keeps a trailing NUL */
-    code = PyDict_GetItemWithError(code_cache, key);
+    return key;
+}
+
+/* The code object for a key, compiled once (compiling may run Python code:
+ * warnings, codec lookups). */
+static PyObject *compiled(PyObject *key, int mode)
+{
+    PyObject *code = PyDict_GetItemWithError(code_cache, key);
+    const char *buf = PyBytes_AS_STRING(key);
+
     if (code) {
         Py_INCREF(code);
     } else if (!PyErr_Occurred()) {
@@ -511,7 +528,6 @@ static PyObject *compiled(ErlNifEnv *env, ERL_NIF_TERM src, int mode)
                 PyErr_Clear();
         }
     }
-    Py_DECREF(key);
     return code;
 }
 
@@ -568,23 +584,23 @@ restore:
 static PyObject *do_code(pyx_state_t *st, ErlNifEnv *env, ERL_NIF_TERM src, ERL_NIF_TERM loc,
                          int mode)
 {
-    PyObject *code = compiled(env, src, mode), *locals = NULL, *res = NULL;
+    PyObject *key = code_key(env, src, mode), *code = NULL, *locals = NULL, *res = NULL;
     size_t n = 0;
 
-    if (!code)
+    if (!key)
         return NULL;
-    if (enif_get_map_size(env, loc, &n) && n == 0) {
-        args_done();
-        res = PyEval_EvalCode(code, st->globals, st->globals);
-    } else if ((locals = pyc_to_py(env, loc))) {
-        args_done();
-        if (PyDict_Check(locals))
-            res = run_with_locals(code, st->globals, locals);
-        else
-            PyErr_SetString(PyExc_TypeError, "Locals must be a map");
-    }
+    if (!(enif_get_map_size(env, loc, &n) && n == 0) && !(locals = pyc_to_py(env, loc)))
+        goto done;
+    args_done(); /* the request is read: compile and run */
+    if (locals && !PyDict_Check(locals))
+        PyErr_SetString(PyExc_TypeError, "Locals must be a map");
+    else if ((code = compiled(key, mode)))
+        res = locals ? run_with_locals(code, st->globals, locals)
+                     : PyEval_EvalCode(code, st->globals, st->globals);
+done:
     release_later(st, locals);
-    Py_DECREF(code);
+    Py_XDECREF(code);
+    Py_DECREF(key);
     return res;
 }
 
@@ -643,6 +659,7 @@ ERL_NIF_TERM pyx_run(pyn_worker_t *w, pyn_job_t *j)
         return ATOMS.ok;
     }
     args_begin(j);
+    env = j->env; /* a revoked borrow may have replaced it (worker.c: unborrow) */
     if (!enif_get_tuple(env, j->req, &arity, &el) || arity < 3) {
         args_done();
         PyErr_SetString(PyExc_TypeError, "malformed request");

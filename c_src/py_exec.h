@@ -19,7 +19,9 @@ ERL_NIF_TERM pyx_exception_term(ErlNifEnv *env, PyObject *type, PyObject *value,
  * {ok, Term} | ok | {'$py_error', {Type, Message}, Traceback}. */
 ERL_NIF_TERM pyx_run(pyn_worker_t *w, pyn_job_t *j);
 
-/* Drops the references pyx_run kept until its reply was sent. */
+/* Drops the references pyx_run kept until its reply was sent (this may
+ * run finalizers: any Python code); whether there are any. */
 void pyx_release_later(pyn_worker_t *w);
+int pyx_has_later(pyn_worker_t *w);
 
 #endif

@@ -646,13 +646,28 @@ static int unborrow(pyn_job_t *j, ERL_NIF_TERM req)
 
     if (__atomic_compare_exchange_n(&j->borrow, &b, PYN_BR_REVOKED, 0, __ATOMIC_ACQ_REL,
                                     __ATOMIC_ACQUIRE)) {
-        /* Under the lock: a job dropped meanwhile has lost its env. */
+        /* Copied into a fresh env outside the lock (it may be large), then
+         * installed under it, with the reference: a job dropped meanwhile
+         * has lost its env and needs neither.  The worker reads j->env and
+         * j->req only once it sees COPIED. */
+        ErlNifEnv *fresh = enif_alloc_env(), *old = NULL;
+        ERL_NIF_TERM copy = enif_make_copy(fresh, req);
+
         __atomic_add_fetch(&C.revoked, 1, __ATOMIC_RELAXED);
         pthread_mutex_lock(&P.lock);
-        if (j->state != PYN_JS_DONE && j->env)
-            j->req = enif_make_copy(j->env, req);
+        if (j->state != PYN_JS_DONE && j->env) {
+            j->ref = enif_make_copy(fresh, j->ref);
+            j->req = copy;
+            old = j->env;
+            j->env = fresh;
+            fresh = NULL;
+        }
         __atomic_store_n(&j->borrow, PYN_BR_COPIED, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&P.lock);
+        if (old)
+            enif_free_env(old);
+        if (fresh)
+            enif_free_env(fresh);
         return 1;
     }
     if (b == PYN_BR_READING)
@@ -882,6 +897,20 @@ static void start_job(pyn_worker_t *w, pyn_job_t *j)
 }
 
 static int work_visible(pyn_worker_t *w);
+static void release_poller(pyn_worker_t *w);
+
+/* Frees what finished jobs kept (pyx_release_later).  Finalizers may run
+ * any Python code, block or release the GIL: w stops standing as the poller
+ * first, so that no request is promised to it meanwhile. */
+static void release_deferred(pyn_worker_t *w)
+{
+    if (!pyx_has_later(w))
+        return;
+    pthread_mutex_lock(&P.lock);
+    release_poller(w);
+    pthread_mutex_unlock(&P.lock);
+    pyx_release_later(w);
+}
 
 static void run_job(pyn_worker_t *w, pyn_job_t *j)
 {
@@ -890,7 +919,7 @@ static void run_job(pyn_worker_t *w, pyn_job_t *j)
     /* Arguments and result, now that it is answered; after the next job if
      * one is already waiting. */
     if (!work_visible(w))
-        pyx_release_later(w);
+        release_deferred(w);
 }
 
 
@@ -1060,7 +1089,7 @@ static void *worker_main(void *arg)
             do
                 run_job(w, j);
             while ((j = try_next_job(w)));
-            pyx_release_later(w);
+            release_deferred(w);
             pyr_gil_release();
         }
     }
