@@ -43,16 +43,22 @@ latency(Echo) ->
     Calls = [fun() -> {ok, 4.0} = py:call(math, sqrt, [16]) end,
              fun() -> {ok, 2} = py:eval(<<"1 + 1">>) end,
              fun() -> ok = py:exec(<<"x = 1">>) end],
+    C0 = py_nif:path_counts(),
     [GS | Unbound] = interleaved([Baseline | Calls], N),
+    C1 = py_nif:path_counts(),
     ok = py:bind(),
     [GS2 | Bound] = interleaved([Baseline | Calls], N),
     ok = py:unbind(),
+    C2 = py_nif:path_counts(),
     row("gen_server:call round trip (baseline)", GS, none),
     Names = ["py:call(math, sqrt, [16])", "py:eval(<<\"1 + 1\">>)     ", "py:exec(<<\"x = 1\">>)     "],
     [row(Name ++ "  unbound", V, GS) || {Name, V} <- lists:zip(Names, Unbound)],
     row("gen_server:call round trip (baseline, again)", GS2, none),
     [row(Name ++ "  bound", V, GS2) || {Name, V} <- lists:zip(Names, Bound)],
-    io:format("~n").
+    Calls1 = length(Calls) * (N * ?ROUNDS + 1), % the rounds and one warm-up call each
+    io:format("  answered while submitting (hand-over): ~.1f% unbound, ~.1f% bound~n~n",
+              [100 * (maps:get(handed_over, C1) - maps:get(handed_over, C0)) / Calls1,
+               100 * (maps:get(handed_over, C2) - maps:get(handed_over, C1)) / Calls1]).
 
 %%--------------------------------------------------------------------
 %% throughput
