@@ -643,7 +643,7 @@ static PyObject *do_async(pyx_state_t *st, ErlNifEnv *env, const ERL_NIF_TERM *e
 ERL_NIF_TERM pyx_run(pyn_worker_t *w, pyn_job_t *j)
 {
     pyx_state_t *st = w->py;
-    ErlNifEnv *env = j->env;
+    ErlNifEnv *env;
     const ERL_NIF_TERM *el;
     PyObject *res = NULL;
     ERL_NIF_TERM out;
