@@ -65,6 +65,7 @@ static struct {
     pyn_worker_t *spinner; /* the worker polling for work, if any */
     int spinner_claimed;   /* a job was queued for the poller already */
     int spinner_bound;     /* the poller was bound when it began (a hint) */
+    int spinner_busy;      /* the poller frees deferred objects (atomic) */
     int gil_waiters;       /* workers waiting to take the GIL (atomic) */
     int sem_max, sem_cur;  /* overload semaphore: slots, slots held */
     pyn_queue_t slot_wait; /* requests waiting for a slot */
@@ -420,22 +421,39 @@ pyn_job_t *pyn_job_new(pyn_kind_t kind)
     return j;
 }
 
-/* Wakes one parked worker that may serve the shared queue, unless a
- * polling worker will see the job anyway (then returns 1).  Lock held. */
-static int wake_one_free(void)
+/* Wakes one parked worker that may serve the shared queue.  Lock held. */
+static void wake_parked(void)
 {
-    if (P.spinner && !P.spinner->bound && !P.spinner_claimed) {
-        P.spinner_claimed = 1; /* the poller takes this one */
-        return 1;
-    }
     for (int i = 0; i < P.nworkers; i++) {
         pyn_worker_t *w = P.workers[i];
         if (w->idle && !w->bound) {
             w->idle = 0;
             pthread_cond_signal(&w->cond);
-            return 0;
+            return;
         }
     }
+}
+
+/* Whether the poller may be promised shared job j (NULL: any job).  A
+ * poller still freeing the objects of its last request (finalizers may
+ * block) is promised only a borrowed request: its caller revokes it, and
+ * wakes another worker, if it does not start soon.  Lock held. */
+static int poller_takes(const pyn_job_t *j)
+{
+    return P.spinner && !P.spinner->bound && !P.spinner_claimed &&
+           (!__atomic_load_n(&P.spinner_busy, __ATOMIC_ACQUIRE) ||
+            (j && j->borrow == PYN_BR_BORROWED));
+}
+
+/* Wakes one parked worker that may serve the shared queue, unless the
+ * polling worker will take job j (then returns 1).  Lock held. */
+static int wake_one_free(const pyn_job_t *j)
+{
+    if (poller_takes(j)) {
+        P.spinner_claimed = 1; /* the poller takes this one */
+        return 1;
+    }
+    wake_parked();
     return 0;
 }
 
@@ -492,7 +510,7 @@ static int poller_ready(const pyn_job_t *j)
     pyn_worker_t *t = j->target;
 
     if (!t)
-        return P.spinner && !P.spinner->bound && !P.spinner_claimed;
+        return poller_takes(j);
     return !j->nested && P.spinner == t && !t->current;
 }
 
@@ -517,7 +535,7 @@ static int enqueue_locked(pyn_job_t *j)
 
     if (!t) {
         q_push(&P.shared, j);
-        return wake_one_free();
+        return wake_one_free(j);
     } else if (j->nested) {
         q_push(&t->nested, j);
         pthread_cond_signal(&t->cond);
@@ -662,6 +680,10 @@ static int unborrow(pyn_job_t *j, ERL_NIF_TERM req)
             j->env = fresh;
             fresh = NULL;
         }
+        /* Still queued: the worker promised it may be stuck freeing a
+         * previous request's objects; let another one take it. */
+        if (j->state == PYN_JS_QUEUED && !j->target)
+            wake_parked();
         __atomic_store_n(&j->borrow, PYN_BR_COPIED, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&P.lock);
         if (old)
@@ -860,6 +882,8 @@ static void finish_job(pyn_worker_t *w, pyn_job_t *j, ERL_NIF_TERM result)
         P.spinner = w;
         P.spinner_bound = w->bound;
         P.spinner_claimed = 0;
+        /* Busy until it has freed what this job kept (release_deferred). */
+        __atomic_store_n(&P.spinner_busy, pyx_has_later(w), __ATOMIC_RELEASE);
     }
     clear_interrupt = j->interrupt_sent;
     monitored = j->monitored; /* the watchdog may have set it */
@@ -884,7 +908,7 @@ static void finish_job(pyn_worker_t *w, pyn_job_t *j, ERL_NIF_TERM result)
 static void start_job(pyn_worker_t *w, pyn_job_t *j)
 {
     if (!j->target && P.shared.head)
-        wake_one_free(); /* more shared work: another worker can start it */
+        wake_one_free(NULL); /* more shared work: another worker can start it */
     j->state = PYN_JS_RUNNING;
     j->started_at = pyn_now_ms();
     j->worker = w;
@@ -897,19 +921,20 @@ static void start_job(pyn_worker_t *w, pyn_job_t *j)
 }
 
 static int work_visible(pyn_worker_t *w);
-static void release_poller(pyn_worker_t *w);
 
 /* Frees what finished jobs kept (pyx_release_later).  Finalizers may run
- * any Python code, block or release the GIL: w stops standing as the poller
- * first, so that no request is promised to it meanwhile. */
+ * any Python code, block or release the GIL: meanwhile w, if it stands as
+ * the poller, is marked busy, and is promised only borrowed requests,
+ * whose callers do not wait long for it (poller_takes). */
 static void release_deferred(pyn_worker_t *w)
 {
     if (!pyx_has_later(w))
         return;
-    pthread_mutex_lock(&P.lock);
-    release_poller(w);
-    pthread_mutex_unlock(&P.lock);
     pyx_release_later(w);
+    /* Only w makes itself the poller or stops being it; finish_job marked
+     * it busy if it had objects to free. */
+    if (__atomic_load_n(&P.spinner, __ATOMIC_RELAXED) == w)
+        __atomic_store_n(&P.spinner_busy, 0, __ATOMIC_RELEASE);
 }
 
 static void run_job(pyn_worker_t *w, pyn_job_t *j)
@@ -964,6 +989,7 @@ static void spin(pyn_worker_t *w)
 
     P.spinner = w;
     P.spinner_bound = w->bound;
+    __atomic_store_n(&P.spinner_busy, 0, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&P.lock);
     clock_gettime(CLOCK_MONOTONIC, &ts);
     until = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + w->poll_ns;
@@ -990,8 +1016,9 @@ static void release_poller(pyn_worker_t *w)
         return;
     P.spinner = NULL;
     P.spinner_claimed = 0;
+    __atomic_store_n(&P.spinner_busy, 0, __ATOMIC_RELEASE);
     if (P.shared.head)
-        wake_one_free();
+        wake_one_free(NULL);
 }
 
 /* Next job for w, parking with the GIL released; NULL when retired.  A

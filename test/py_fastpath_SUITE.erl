@@ -28,7 +28,8 @@
          callback_from_handed_over_call/1,
          timeout_shorter_than_poll/1,
          concurrent_callers_exact/1,
-         errors_on_fast_path/1]).
+         errors_on_fast_path/1,
+         not_stranded_behind_finalizer/1]).
 
 -define(HELPERS, py_fastpath_helpers).
 -define(NUM_WORKERS, 4).
@@ -41,7 +42,7 @@ all() ->
      revoked_while_gil_held, borrowed_large_on_dirty_scheduler,
      gc_setting_kept, shared_key_objects, shared_key_around_nested_conversion,
      callback_from_handed_over_call, timeout_shorter_than_poll,
-     concurrent_callers_exact, errors_on_fast_path].
+     concurrent_callers_exact, errors_on_fast_path, not_stranded_behind_finalizer].
 
 init_per_suite(Config) ->
     py_test_lib:start_suite(Config, fun(Dir) -> [{num_workers, ?NUM_WORKERS},
@@ -286,3 +287,15 @@ errors_on_fast_path(_Config) ->
     ?assertMatch({error, {'NameError', _}}, py:eval(<<"fp_undefined_name">>)),
     ?assertMatch({error, {'TypeError', _}}, py:eval(<<"x">>, #{x => make_ref()})),
     ?assertEqual({ok, 4.0}, py:call(math, sqrt, [16])).
+
+%% The worker that answered a call then frees its result, whose finalizer
+%% sleeps for a second.  The next request must not wait for that worker: it
+%% is answered (by another one) while the finalizer still sleeps.
+not_stranded_behind_finalizer(_Config) ->
+    lists:foreach(
+      fun(_) ->
+              ?assertEqual({ok, <<"slow">>}, py:call(?HELPERS, slow_to_free, [])),
+              ?assertEqual({ok, false}, py:call(?HELPERS, was_finalized, [])),
+              py_test_lib:wait_until(fun() -> py:call(?HELPERS, was_finalized, []) end,
+                                     fun(R) -> R =:= {ok, true} end)
+      end, lists:seq(1, 3)).

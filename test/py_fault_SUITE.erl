@@ -524,7 +524,9 @@ app_stop_in_flight(_Config) ->
                                             py:call(?H, spin_marked, [Self, I, 3600.0], #{},
                                                     infinity)
                                     end) || I <- [1]],
-    InC = caller(in_c, fun() -> py:call(?H, sleep_marked, [Self, 3, 2.0], #{}, infinity) end),
+    %% Long enough to be still in C when the application stops, even when
+    %% starting the callers below is slow (sanitizer builds).
+    InC = caller(in_c, fun() -> py:call(?H, sleep_marked, [Self, 3, 6.0], #{}, infinity) end),
     wait_started([1, 3], 5000),
     %% loopers tell when their first request went through
     Loop = fun Loop(N, Acc) ->

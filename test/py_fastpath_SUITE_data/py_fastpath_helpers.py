@@ -58,3 +58,29 @@ class SendsWhileConverted:
 def shared_key_around_nested_conversion(pid):
     key = "k"
     return [{key: 1}, SendsWhileConverted(pid, key), {key: 2}, {key: 3, "x": key}]
+
+
+class SlowToFree:
+    """A result whose finalizer takes a second (sleeping, the GIL released):
+    it runs after the reply was sent, on the worker that answered."""
+
+    def __str__(self):
+        return "slow"
+
+    def __del__(self):
+        global finalized
+        time.sleep(1.0)
+        finalized = True
+
+
+finalized = False
+
+
+def slow_to_free():
+    global finalized
+    finalized = False
+    return SlowToFree()
+
+
+def was_finalized():
+    return finalized
