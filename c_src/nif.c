@@ -119,11 +119,24 @@ static ERL_NIF_TERM nif_submit_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TER
     return submit(env, argv, 0, 0);
 }
 
+/* Copies the request into the job's env; timed (and the time reported to
+ * the scheduler, 1 ms = 100 %) when it may be large. */
+static void copy_request(ErlNifEnv *env, pyn_job_t *job, ERL_NIF_TERM req, int timed)
+{
+    ErlNifTime t0 = timed ? enif_monotonic_time(ERL_NIF_USEC) : 0, us;
+
+    job->req = enif_make_copy(job->env, req);
+    if (!timed)
+        return;
+    us = enif_monotonic_time(ERL_NIF_USEC) - t0;
+    if (us > 100)
+        (void)enif_consume_timeslice(env, us >= 1000 ? 100 : (int)(us / 10));
+}
+
 /* A request handed to an idle polling worker is usually answered within a
  * few microseconds: the caller polls for the reply here (pyn_await_inline)
  * and returns {'$py_done', Reply}, skipping the message and the
- * reschedule.  Only on a normal scheduler, and only for a caller waiting
- * inline. */
+ * reschedule.  Only for a caller waiting inline (Sync true). */
 static ERL_NIF_TERM submit(ErlNifEnv *env, const ERL_NIF_TERM argv[], int normal, int timed)
 {
     const ERL_NIF_TERM *where, *req;
@@ -175,54 +188,39 @@ static ERL_NIF_TERM submit(ErlNifEnv *env, const ERL_NIF_TERM argv[], int normal
     job->sync = enif_is_identical(argv[3], ATOMS.true);
     job->ref = enif_make_copy(job->env, argv[1]);
     job->patient = !normal;
-    /* Not a coroutine's request: its reply handle must outlive the read. */
+    /* Probably handed over (and not a coroutine's request, whose reply
+     * handle must outlive the read): the worker reads the request in
+     * place.  Else it is copied. */
     if (job->sync && !nested && kind != PYN_JOB_ASYNC && kind != PYN_JOB_ASYNC_STREAM &&
         pyn_handoff_likely(target, job->patient)) {
-        /* Probably handed over: the worker reads the request in place. */
         job->req = argv[2];
         job->borrow = PYN_BR_BORROWED;
-        job->handoff = PYN_HO_SPIN;
-        rc = pyn_submit(env, job, target, nested, gen, &err);
-        if (rc == 0) {
-            int64_t ns;
-            int done = pyn_await_inline(env, job, argv[2], &term, &ns);
-            if (normal && ns > 100000) /* the scheduler's time, as for a copy */
-                (void)enif_consume_timeslice(env, ns >= 1000000 ? 100 : (int)(ns / 10000));
-            if (done) {
-                enif_release_resource(job);
-                return enif_make_tuple2(env, ATOMS.py_done, term);
-            }
-            goto queued;
-        }
-        job->borrow = PYN_BR_NONE; /* rc 1: copy it after all */
-        if (rc < 0) {
-            enif_release_resource(job);
-            return err;
-        }
-    }
-    if (timed) {
-        ErlNifTime t0 = enif_monotonic_time(ERL_NIF_USEC), us;
-        job->req = enif_make_copy(job->env, argv[2]);
-        us = enif_monotonic_time(ERL_NIF_USEC) - t0;
-        if (us > 100) /* tell the scheduler what the copy took (1 ms = 100 %) */
-            (void)enif_consume_timeslice(env, us >= 1000 ? 100 : (int)(us / 10));
     } else {
-        job->req = enif_make_copy(job->env, argv[2]);
+        copy_request(env, job, argv[2], timed);
     }
     if (job->sync && !nested)
         job->handoff = PYN_HO_SPIN; /* wanted; pyn_submit decides */
-    if (pyn_submit(env, job, target, nested, gen, &err) != 0) {
+    rc = pyn_submit(env, job, target, nested, gen, &err);
+    if (rc > 0) { /* borrowed but not handed over: copy it after all */
+        job->borrow = PYN_BR_NONE;
+        copy_request(env, job, argv[2], timed);
+        job->handoff = PYN_HO_SPIN;
+        rc = pyn_submit(env, job, target, nested, gen, &err);
+    }
+    if (rc != 0) {
         enif_release_resource(job);
         return err;
     }
     if (__atomic_load_n(&job->handoff, __ATOMIC_ACQUIRE) != PYN_HO_NONE) {
         int64_t ns;
-        if (pyn_await_inline(env, job, argv[2], &term, &ns)) {
+        int done = pyn_await_inline(env, job, argv[2], &term, &ns);
+        if (normal && ns > 100000) /* the scheduler's time, as for a copy */
+            (void)enif_consume_timeslice(env, ns >= 1000000 ? 100 : (int)(ns / 10000));
+        if (done) {
             enif_release_resource(job);
             return enif_make_tuple2(env, ATOMS.py_done, term);
         }
     }
-queued:
     term = enif_make_resource(env, job);
     enif_release_resource(job);
     return term;

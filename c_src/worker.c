@@ -113,6 +113,13 @@ void pyn_path_counts(unsigned long *handed_over, unsigned long *borrowed, unsign
     *revoked = __atomic_load_n(&C.revoked, __ATOMIC_RELAXED);
 }
 
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 int64_t pyn_now_ms(void)
 {
     struct timespec ts;
@@ -697,13 +704,6 @@ static int unborrow(pyn_job_t *j, ERL_NIF_TERM req)
     return 0;
 }
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* Polls for the reply: first, for a borrowed request, until the worker
  * has read it (giving up on a worker that has not started by start_by),
  * then for PYN_CALLER_SPIN_NS more. */
@@ -735,8 +735,8 @@ int pyn_await_inline(ErlNifEnv *env, pyn_job_t *j, ERL_NIF_TERM req, ERL_NIF_TER
             if (until < 0)
                 until = now + PYN_CALLER_SPIN_NS;
         }
-        if (now_ns() >= until && __atomic_compare_exchange_n(&j->handoff, &spin, PYN_HO_GAVEUP, 0,
-                                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        if (now >= until && __atomic_compare_exchange_n(&j->handoff, &spin, PYN_HO_GAVEUP, 0,
+                                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
             *waited_ns = now_ns() - t0;
             return 0; /* the worker will send the reply */
         }
@@ -963,21 +963,15 @@ static int work_visible(pyn_worker_t *w)
  * the lock. */
 static void poll_until(int *a, pyn_job_t **b, int *c)
 {
-    struct timespec ts;
-    int64_t until;
+    int64_t until = now_ns() + PYN_SPIN_NS;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    until = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + PYN_SPIN_NS;
     for (unsigned i = 1;; i++) {
         if (__atomic_load_n(a, __ATOMIC_ACQUIRE) || __atomic_load_n(b, __ATOMIC_RELAXED) ||
             __atomic_load_n(c, __ATOMIC_RELAXED))
             return;
         cpu_relax();
-        if ((i & 63) == 0) {
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            if ((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec >= until)
-                return;
-        }
+        if ((i & 63) == 0 && now_ns() >= until)
+            return;
     }
 }
 
@@ -985,23 +979,18 @@ static void poll_until(int *a, pyn_job_t **b, int *c)
 static void spin(pyn_worker_t *w)
 {
     int64_t until;
-    struct timespec ts;
 
     P.spinner = w;
     P.spinner_bound = w->bound;
     __atomic_store_n(&P.spinner_busy, 0, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&P.lock);
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    until = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + w->poll_ns;
+    until = now_ns() + w->poll_ns;
     for (unsigned i = 1;; i++) {
         if (work_visible(w))
             break;
         cpu_relax();
-        if ((i & 63) == 0) {
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            if ((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec >= until)
-                break;
-        }
+        if ((i & 63) == 0 && now_ns() >= until)
+            break;
     }
     pthread_mutex_lock(&P.lock);
     P.spinner = NULL;

@@ -698,6 +698,7 @@ deadline(infinity) -> infinity;
 deadline(Timeout) when Timeout > 16#FFFFFFFF -> infinity;
 deadline(Timeout) -> erlang:monotonic_time(millisecond) + Timeout.
 
+remaining({timeout, Timeout}) -> after_ms(Timeout);
 remaining(infinity) -> infinity;
 remaining(Deadline) -> max(0, Deadline - erlang:monotonic_time(millisecond)).
 
@@ -705,30 +706,29 @@ remaining(Deadline) -> max(0, Deadline - erlang:monotonic_time(millisecond)).
 %% of this request (Python calling erlang.call) is served in a fresh
 %% process, so the deadline keeps running; that process routes its own py
 %% calls to the waiting worker.  The clock is read only once a callback
-%% comes (reading it costs as much as a small call's receive).
+%% comes (reading it costs as much as a small call's receive): until then
+%% the limit is {timeout, Timeout}, afterwards a deadline.
 wait(Ref, Job, Timeout) ->
-    receive
-        {Ref, {'$py_cb', ReplyTo, Name, Args}} ->
-            Deadline = case after_ms(Timeout) of
-                           infinity -> infinity;
-                           T -> erlang:monotonic_time(millisecond) + T - py_nif:job_age(Job)
-                       end,
-            wait(Ref, Job, Deadline, serve(ReplyTo, Name, Args));
-        {Ref, Reply} ->
-            result(Reply)
-    after after_ms(Timeout) ->
-        timed_out(Ref, Job, none)
-    end.
+    wait(Ref, Job, {timeout, Timeout}, none).
 
-wait(Ref, Job, Deadline, Serving) ->
+wait(Ref, Job, Limit, Serving) ->
     receive
         {Ref, {'$py_cb', ReplyTo, Name, Args}} ->
-            wait(Ref, Job, Deadline, serve(ReplyTo, Name, Args));
+            wait(Ref, Job, deadline(Limit, Job), serve(ReplyTo, Name, Args));
         {Ref, Reply} ->
             result(Reply)
-    after remaining(Deadline) ->
+    after remaining(Limit) ->
         timed_out(Ref, Job, Serving)
     end.
+
+%% The deadline of a wait limit, for a job submitted job_age ms ago.
+deadline({timeout, Timeout}, Job) ->
+    case after_ms(Timeout) of
+        infinity -> infinity;
+        T -> erlang:monotonic_time(millisecond) + T - py_nif:job_age(Job)
+    end;
+deadline(Deadline, _Job) ->
+    Deadline.
 
 serve(ReplyTo, Name, Args) ->
     spawn(py_callback, serve, [ReplyTo, element(1, ReplyTo), Name, Args]).
