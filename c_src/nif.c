@@ -307,15 +307,15 @@ static ERL_NIF_TERM nif_worker_bind(ErlNifEnv *env, int argc, const ERL_NIF_TERM
 
 static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    int workers, bound, pending;
+    int workers, bound, available, pending;
     ERL_NIF_TERM keys[4], vals[4], map;
     (void)argc;
     (void)argv;
-    pyn_stats(&workers, &bound, &pending);
+    pyn_stats(&workers, &bound, &available, &pending);
     keys[0] = ATOMS.num_workers;
     vals[0] = enif_make_int(env, workers);
     keys[1] = ATOMS.available_workers;
-    vals[1] = enif_make_int(env, workers - bound);
+    vals[1] = enif_make_int(env, available);
     keys[2] = ATOMS.checked_out;
     vals[2] = enif_make_int(env, bound);
     keys[3] = ATOMS.pending_requests;

@@ -673,13 +673,14 @@ static int iter_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int depth)
 }
 
 /* Objects outside the type table: objects with tolist() (numpy arrays and
- * scalars), integer-likes (__index__), else str(obj). */
+ * scalars), integer-likes (__index__), else str(obj).  Modules are never
+ * asked for tolist: the `erlang' module answers every attribute. */
 static int fallback_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int depth)
 {
     PyObject *r;
     int rc;
 
-    if (PyObject_HasAttrString(o, "tolist")) { /* numpy arrays and scalars */
+    if (!PyModule_Check(o) && PyObject_HasAttrString(o, "tolist")) { /* numpy */
         if (!(r = PyObject_CallMethod(o, "tolist", NULL)))
             return -1;
         rc = to_term(env, r, out, depth + 1);

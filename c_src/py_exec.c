@@ -68,19 +68,31 @@ static int dyn_atoms;          /* GIL-protected */
 
 /* ---- namespace ----------------------------------------------------------- */
 
+/* What every namespace starts with: builtins, __name__ '__main__' and the
+ * `erlang' module, so that code run by eval/exec sees `erlang' without an
+ * import (as the original library's examples expect). */
+static int seed_namespace(PyObject *g)
+{
+    PyObject *name, *erl;
+    int rc;
+    if (PyDict_SetItemString(g, "__builtins__", PyEval_GetBuiltins()) < 0)
+        return -1;
+    if (!(name = PyUnicode_FromString("__main__")))
+        return -1;
+    rc = PyDict_SetItemString(g, "__name__", name);
+    Py_DECREF(name);
+    if (rc < 0 || !(erl = PyImport_ImportModule("erlang")))
+        return -1;
+    rc = PyDict_SetItemString(g, "erlang", erl);
+    Py_DECREF(erl);
+    return rc;
+}
+
 static PyObject *new_namespace(void)
 {
-    PyObject *g = PyDict_New(), *name = NULL;
-    if (!g)
-        return NULL;
-    if (PyDict_SetItemString(g, "__builtins__", PyEval_GetBuiltins()) < 0 ||
-        !(name = PyUnicode_FromString("__main__")) ||
-        PyDict_SetItemString(g, "__name__", name) < 0) {
-        Py_XDECREF(name);
-        Py_DECREF(g);
-        return NULL;
-    }
-    Py_DECREF(name);
+    PyObject *g = PyDict_New();
+    if (g && seed_namespace(g) < 0)
+        Py_CLEAR(g);
     return g;
 }
 
@@ -135,6 +147,8 @@ static void wipe(pyx_state_t *st)
     if (!fresh) {
         PyErr_Clear();
         PyDict_Clear(old); /* still wiped, just not replaced */
+        if (seed_namespace(old) < 0)
+            PyErr_Clear();
         return;
     }
     st->globals = fresh;
@@ -510,6 +524,46 @@ static PyObject *code_key(ErlNifEnv *env, ERL_NIF_TERM src, int mode)
     return key;
 }
 
+/* Source for eval that is not one expression: statements ending with an
+ * expression ("import json; json.dumps(x)") give a pair (code of the
+ * statements, code of the expression), made by _erlang_python.split_eval.
+ * Anything else keeps the SyntaxError already set. */
+static PyObject *split_eval(const char *src)
+{
+    PyObject *et, *ev, *etb, *mod, *pair = NULL;
+
+    if (!PyErr_ExceptionMatches(PyExc_SyntaxError))
+        return NULL;
+    PyErr_Fetch(&et, &ev, &etb);
+    if ((mod = PyImport_ImportModule("_erlang_python"))) {
+        pair = PyObject_CallMethod(mod, "split_eval", "s", src);
+        Py_DECREF(mod);
+    }
+    if (pair && PyTuple_Check(pair)) {
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(etb);
+        return pair;
+    }
+    Py_XDECREF(pair);
+    PyErr_Clear();
+    PyErr_Restore(et, ev, etb);
+    return NULL;
+}
+
+/* Runs compiled code in g: a code object, or a split_eval pair. */
+static PyObject *eval_code(PyObject *code, PyObject *g)
+{
+    if (PyTuple_Check(code)) {
+        PyObject *r = PyEval_EvalCode(PyTuple_GET_ITEM(code, 0), g, g);
+        if (!r)
+            return NULL;
+        Py_DECREF(r);
+        code = PyTuple_GET_ITEM(code, 1);
+    }
+    return PyEval_EvalCode(code, g, g);
+}
+
 /* The code object for a key, compiled once (compiling may run Python code:
  * warnings, codec lookups). */
 static PyObject *compiled(PyObject *key, int mode)
@@ -521,6 +575,8 @@ static PyObject *compiled(PyObject *key, int mode)
         Py_INCREF(code);
     } else if (!PyErr_Occurred()) {
         code = Py_CompileStringExFlags(buf + 1, "<string>", mode, NULL, -1);
+        if (!code && mode == Py_eval_input)
+            code = split_eval(buf + 1);
         if (code) {
             if (PyDict_GET_SIZE(code_cache) >= PYX_CODE_CACHE_MAX)
                 PyDict_Clear(code_cache);
@@ -560,7 +616,7 @@ static PyObject *run_with_locals(PyObject *code, PyObject *g, PyObject *locals)
         if (PyDict_SetItem(g, k, v) < 0)
             goto restore;
     }
-    res = PyEval_EvalCode(code, g, g);
+    res = eval_code(code, g);
 restore:
     PyErr_Fetch(&et, &ev, &etb);
     pos = 0;
@@ -596,7 +652,7 @@ static PyObject *do_code(pyx_state_t *st, ErlNifEnv *env, ERL_NIF_TERM src, ERL_
         PyErr_SetString(PyExc_TypeError, "Locals must be a map");
     else if ((code = compiled(key, mode)))
         res = locals ? run_with_locals(code, st->globals, locals)
-                     : PyEval_EvalCode(code, st->globals, st->globals);
+                     : eval_code(code, st->globals);
 done:
     release_later(st, locals);
     Py_XDECREF(code);

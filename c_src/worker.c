@@ -1297,11 +1297,21 @@ int pyn_worker_control(pyn_worker_t *w, pyn_kind_t kind)
     return rc;
 }
 
-void pyn_stats(int *workers, int *bound, int *pending)
+/* available: the workers a bind would get now, i.e. free ones not still
+ * running a request whose caller gave up (pyn_worker_bind refuses those
+ * until they finish or are replaced). */
+void pyn_stats(int *workers, int *bound, int *available, int *pending)
 {
+    int busy_free = 0;
     pthread_mutex_lock(&P.lock);
+    for (int i = 0; i < P.nworkers; i++) {
+        const pyn_worker_t *w = P.workers[i];
+        if (!w->bound && w->current && w->current->cancelled)
+            busy_free++;
+    }
     *workers = P.nworkers;
     *bound = P.nworkers - P.nfree;
+    *available = P.nfree - busy_free;
     *pending = P.pending;
     pthread_mutex_unlock(&P.lock);
 }

@@ -228,7 +228,7 @@ ERL_NIF_TERM pyn_areply_cancel(pyn_areply_t *r);
 void pyn_broadcast(pyn_kind_t kind);
 
 /* Counters for py_pool:get_stats/0. */
-void pyn_stats(int *workers, int *bound, int *pending);
+void pyn_stats(int *workers, int *bound, int *available, int *pending);
 
 /* Callbacks.  Called from a worker thread with the GIL held, after the
  * request was sent: releases the GIL, waits for the reply to slot id

@@ -47,6 +47,7 @@
 -define(NESTED, '$py_nested').
 -define(TRACEBACK, '$py_last_traceback').
 -define(BINDING, '$py_binding').
+-define(CORO, '$py_coro').
 
 -type name() :: atom() | binary().
 -type code() :: iodata().
@@ -58,8 +59,7 @@
                       | {overloaded, non_neg_integer(), pos_integer()}.
 -opaque ctx() :: {py_ctx, reference(), pos_integer()}.
 -opaque async_ref() :: {py_async, reference(), reference() | {error, error_reason()}}.
--opaque coro_ref() :: {py_coro, reference(), reference() | {error, error_reason()}}.
--export_type([coro_ref/0]).
+-type coro_handle() :: {py_coro, reference(), reference() | {error, error_reason()}}.
 
 -define(RT, '_erlang_python').
 
@@ -319,30 +319,49 @@ unregister_function(Name) ->
 %%====================================================================
 
 %% @doc Starts coroutine function `Module.Func(*Args)' on the event loop and
-%% returns at once; collect the outcome with `async_await/1,2'.
--spec async_call(name(), name(), list()) -> coro_ref().
+%% returns a reference at once; collect the outcome with `async_await/1,2'
+%% in the same process (the outcome is a message to it).
+-spec async_call(name(), name(), list()) -> reference().
 async_call(Module, Func, Args) ->
     async_call(Module, Func, Args, #{}).
 
 %% @doc `async_call/3' with keyword arguments.
--spec async_call(name(), name(), list(), map()) -> coro_ref().
+-spec async_call(name(), name(), list(), map()) -> reference().
 async_call(Module, Func, Args, Kwargs) ->
-    start_coroutine(async_call, Module, Func, Args, Kwargs).
+    {py_coro, Ref, _} = Handle = start_coroutine(async_call, Module, Func, Args, Kwargs),
+    put({?CORO, Ref}, Handle),
+    Ref.
 
 %% @doc Waits (default 30 s) for a coroutine started by `async_call/3,4'.
--spec async_await(coro_ref()) -> {ok, term()} | {error, error_reason()}.
+-spec async_await(reference()) -> {ok, term()} | {error, error_reason()}.
 async_await(Ref) ->
     async_await(Ref, ?TIMEOUT).
 
 %% @doc Waits at most `Timeout' ms.  After a timeout the coroutine's late
-%% outcome is dropped, never delivered to the mailbox.
--spec async_await(coro_ref(), timeout_ms()) -> {ok, term()} | {error, error_reason()}.
-async_await({py_coro, _Ref, {error, _} = Error}, _Timeout) ->
+%% outcome is dropped, never delivered to the mailbox.  A reference this
+%% process did not get from `async_call/3,4' (or already awaited to the end)
+%% gives `{error, {badarg, ref}}'.
+-spec async_await(reference(), timeout_ms()) -> {ok, term()} | {error, error_reason()}.
+async_await(Ref, Timeout) when is_reference(Ref) ->
+    case get({?CORO, Ref}) of
+        undefined ->
+            {error, {badarg, ref}};
+        Handle ->
+            case await_coro(Handle, Timeout) of
+                {error, {badarg, timeout}} = E -> E; % the reference stays usable
+                Outcome -> erase({?CORO, Ref}), Outcome
+            end
+    end;
+async_await(_Ref, _Timeout) ->
+    {error, {badarg, ref}}.
+
+-spec await_coro(coro_handle(), timeout_ms()) -> {ok, term()} | {error, error_reason()}.
+await_coro({py_coro, _Ref, {error, _} = Error}, _Timeout) ->
     Error;
-async_await({py_coro, Ref, Reply}, Timeout) ->
+await_coro({py_coro, Ref, Reply}, Timeout) ->
     case valid_timeout(Timeout) of
         false ->
-            {error, {badarg, timeout}}; % the handle stays usable
+            {error, {badarg, timeout}};
         true ->
             receive {Ref, R} -> result(R)
             after remaining(deadline(Timeout)) ->
@@ -377,7 +396,7 @@ async_stream(Module, Func, Args) ->
 %% @doc `async_stream/3' with keyword arguments.
 -spec async_stream(name(), name(), list(), map()) -> {ok, list()} | {error, error_reason()}.
 async_stream(Module, Func, Args, Kwargs) ->
-    async_await(start_coroutine(async_stream, Module, Func, Args, Kwargs)).
+    await_coro(start_coroutine(async_stream, Module, Func, Args, Kwargs), ?TIMEOUT).
 
 start_coroutine(Kind, Module, Func, Args, Kwargs) ->
     Ref = make_ref(),
@@ -458,13 +477,21 @@ tracemalloc_stop() ->
 activate_venv(Path) ->
     case catch unicode:characters_to_binary(Path) of
         Bin when is_binary(Bin) ->
-            case filelib:is_regular(filename:join(Bin, <<"pyvenv.cfg">>)) of
+            case looks_like_venv(Bin) of
                 false -> {error, {not_a_venv, Bin}};
                 true -> forget_modules(call(?RT, activate_venv, [Bin]))
             end;
         _ ->
             {error, {badarg, path}}
     end.
+
+%% A venv made by `python -m venv' has pyvenv.cfg; one made by other tools
+%% (virtualenv of old, a copied tree) may have only lib/pythonX.Y/site-packages.
+%% Which Python version it is for is checked on the Python side.
+looks_like_venv(Dir) ->
+    filelib:is_regular(filename:join(Dir, <<"pyvenv.cfg">>)) orelse
+        filelib:wildcard(binary_to_list(filename:join([Dir, <<"lib">>, <<"python*">>,
+                                                       <<"site-packages">>]))) =/= [].
 
 %% @doc Undoes `activate_venv/1' (ok also when none is active).
 -spec deactivate_venv() -> ok | {error, error_reason()}.
@@ -480,9 +507,15 @@ venv_info() ->
 %% @doc Reloads a Python module; every worker, bound or not, sees the new
 %% code afterwards.
 -spec reload(name()) -> ok | {error, error_reason()}.
-reload(Module) when is_atom(Module); is_binary(Module) ->
-    Name = case is_atom(Module) of true -> atom_to_binary(Module, utf8); false -> Module end,
-    forget_modules(call(?RT, reload, [Name])).
+reload(Module) when is_atom(Module) ->
+    reload(atom_to_binary(Module, utf8));
+reload(Module) when is_list(Module) ->
+    case catch unicode:characters_to_binary(Module) of
+        Bin when is_binary(Bin) -> reload(Bin);
+        _ -> {error, {badarg, module}}
+    end;
+reload(Module) when is_binary(Module) ->
+    forget_modules(call(?RT, reload, [Module])).
 
 %% Workers cache modules and callables: after sys.modules changed, each
 %% worker drops its caches before its next request.
@@ -516,8 +549,11 @@ subinterp_supported() ->
     element(2, py_nif:execution_info()).
 
 %% @doc Runs the calls concurrently, each on any free worker (never on the
-%% caller's bound worker); `{ok, Results}' in order, or the first error.
--spec parallel([{name(), name(), list()}]) -> {ok, list()} | {error, error_reason()}.
+%% caller's bound worker): `{ok, [{ok, Value} | {error, Reason}]}', one
+%% outcome per call in order, so that one failing call hides no other.
+%% All calls share one 30 s deadline.
+-spec parallel([{name(), name(), list()}]) ->
+          {ok, [{ok, term()} | {error, error_reason()}]} | {error, {badarg, calls}}.
 parallel(Calls) when is_list(Calls) ->
     case valid_calls(Calls) of
         true -> parallel_run(Calls);
@@ -533,7 +569,8 @@ parallel_run(Calls) ->
                          end,
                    {py_async, Ref, Job}
                end || {M, F, A} <- Calls],
-    collect(fun await/2, Handles, deadline(?TIMEOUT), []).
+    Deadline = deadline(?TIMEOUT),
+    {ok, [await(H, remaining(Deadline)) || H <- Handles]}.
 
 %%====================================================================
 %% Shared state (ETS; keys: atoms are stored as binaries, so Erlang's

@@ -60,8 +60,10 @@ init([]) ->
     N = application:get_env(erlang_python, num_workers, 4),
     Grace = application:get_env(erlang_python, cancel_grace_ms, 1000),
     _ = ets:new(?BINDINGS, [named_table, protected, set, {read_concurrency, true}]),
+    %% Default: every worker can be busy, with the original library's
+    %% schedulers * 2 + 1 requests queued behind them.
     Max = application:get_env(erlang_python, max_concurrent,
-                              erlang:system_info(schedulers) * 2 + 1),
+                              N + erlang:system_info(schedulers) * 2 + 1),
     Runner = whereis(py_callback),
     ok = py_nif:sem_set_max(Max),
     ok = py_nif:pool_attach(self(), Runner, Grace),

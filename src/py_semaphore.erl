@@ -7,7 +7,9 @@
 %% slots live in the NIF and are tied to the request's life, so none leaks
 %% when a caller is killed or times out.  Requests made by the Erlang side of
 %% a Python callback never wait for a slot (that could deadlock).  Default
-%% size: application env `max_concurrent', else schedulers * 2 + 1.
+%% size: application env `max_concurrent', else `num_workers' + schedulers * 2
+%% + 1 (every worker busy, and the original library's schedulers * 2 + 1
+%% requests queued behind them).
 -module(py_semaphore).
 
 -export([max_concurrent/0, current/0, set_max_concurrent/1, acquire/1, release/0]).
@@ -30,8 +32,10 @@ set_max_concurrent(N) when is_integer(N), N >= 1 ->
     py_nif:sem_set_max(N).
 
 %% @doc Takes a slot for the calling process (held until `release/0' or the
-%% process exits), waiting at most `Timeout' ms.
--spec acquire(non_neg_integer() | infinity) -> ok | {error, {overloaded, non_neg_integer(), pos_integer()}}.
+%% process exits), waiting at most `Timeout' ms; `{error, max_concurrent}'
+%% when none came in time (as the original library; a request that cannot get
+%% a slot returns `{error, {overloaded, Current, Max}}' instead).
+-spec acquire(non_neg_integer() | infinity) -> ok | {error, max_concurrent}.
 acquire(Timeout) when Timeout =:= infinity; is_integer(Timeout), Timeout >= 0,
                                               Timeout =< 16#FFFFFFFF ->
     Ref = make_ref(),
@@ -40,13 +44,12 @@ acquire(Timeout) when Timeout =:= infinity; is_integer(Timeout), Timeout >= 0,
         {Ref, ok} -> hold(Job)
     after Timeout ->
         case py_nif:cancel(Job) of
-            {overloaded, Cur, Max} ->
-                {error, {overloaded, Cur, Max}};
+            {overloaded, _Cur, _Max} ->
+                {error, max_concurrent};
             _ ->
                 %% Granted just as we gave up: the cancel gave it back.
                 receive {Ref, _} -> ok after 0 -> ok end,
-                {Cur, Max} = py_nif:sem_info(),
-                {error, {overloaded, Cur, Max}}
+                {error, max_concurrent}
         end
     end.
 

@@ -5,6 +5,7 @@ from src/py.erl (memory, venv, reload).  Everything here runs on a worker
 thread holding the GIL, except the asyncio event loop, which runs forever on
 a thread of its own started on first use.
 """
+import ast
 import asyncio
 import gc
 import glob
@@ -145,8 +146,7 @@ def activate_venv(path):
     as `source bin/activate' would for a new interpreter."""
     global _venv
     path = os.path.abspath(path)
-    if not os.path.isfile(os.path.join(path, "pyvenv.cfg")):
-        raise ValueError("%s is not a virtual environment (no pyvenv.cfg)" % path)
+    # pyvenv.cfg or lib/python*/site-packages (checked by py:activate_venv)
     wanted = "python%d.%d" % sys.version_info[:2]
     site_packages = os.path.join(path, "lib", wanted, "site-packages")
     if not os.path.isdir(site_packages):
@@ -206,3 +206,18 @@ def reload(name):
         return False
     importlib.reload(module)
     return True
+
+
+def split_eval(source):
+    """For py:eval of statements that end with an expression
+    ("import json; json.dumps(x)"): (code of the statements, code of the
+    expression), run one after the other in the namespace; None when the
+    source does not end with an expression (the SyntaxError stands)."""
+    try:
+        tree = ast.parse(source, "<string>", "exec")
+    except SyntaxError:
+        return None
+    if not tree.body or not isinstance(tree.body[-1], ast.Expr):
+        return None
+    last = ast.Expression(tree.body.pop().value)
+    return (compile(tree, "<string>", "exec"), compile(last, "<string>", "eval"))
