@@ -8,7 +8,7 @@
 -mode(compile).
 -define(ROUNDS, 9).
 
-main(_) ->
+main(Args) ->
     Root = filename:dirname(filename:dirname(filename:absname(escript:script_name()))),
     true = code:add_patha(filename:join(Root, "_build/default/lib/erlang_python/ebin")),
     ok = logger:set_primary_config(level, warning),
@@ -21,14 +21,19 @@ main(_) ->
         erlang:system_info(system_architecture), erlang:system_info(otp_release),
         hd(binary:split(V, <<" ">>))]),
     io:format("each figure: median of ~b rounds~n~n", [?ROUNDS]),
-    Echo = start_echo(),
-    latency(Echo),
-    throughput(Echo),
-    data(),
-    callbacks(),
-    idle_cpu(),
-    memory_per_worker(),
-    sleep_scaling(),
+    case Args of
+        ["sleep" | _] ->   % escript bench/bench.escript sleep: that section only
+            sleep_scaling();
+        _ ->
+            Echo = start_echo(),
+            latency(Echo),
+            throughput(Echo),
+            data(),
+            callbacks(),
+            idle_cpu(),
+            memory_per_worker(),
+            sleep_scaling()
+    end,
     ok.
 
 %%--------------------------------------------------------------------
@@ -173,14 +178,24 @@ rss_kb() ->
 %%--------------------------------------------------------------------
 
 sleep_scaling() ->
-    header("time.sleep(0.001): 32 callers on 16 workers, max_concurrent 64 (ms for 320 calls)"),
+    header("time.sleep(0.001): 32 callers on 16 workers, default max_concurrent "
+           "vs the old default (us per call; rounds alternate)"),
     restart_with(16),
-    ok = py_semaphore:set_max_concurrent(64),
-    Ideal = 320 / 16 * 1.0,   % 20 rounds of 16 parallel 1 ms sleeps
-    Ms = median([concurrent(32, 10, fun() -> {ok, none} = py:call(time, sleep, [0.001]) end)
-                 * 320 / 1000 || _ <- lists:seq(1, ?ROUNDS)]),
+    Default = py_semaphore:max_concurrent(),
+    Old = erlang:system_info(schedulers) * 2 + 1,
+    Ideal = 1000 / 16,   % 16 parallel 1 ms sleeps: 62.5 us per call
+    Run = fun(Max) ->
+                  ok = py_semaphore:set_max_concurrent(Max),
+                  concurrent(32, 10, fun() -> {ok, none} = py:call(time, sleep, [0.001]) end)
+          end,
+    Pairs = [{Run(Old), Run(Default)} || _ <- lists:seq(1, ?ROUNDS)],
+    ok = py_semaphore:set_max_concurrent(Default),
     row("ideal (16 in parallel, 1 ms each)", Ideal, none),
-    row("measured", Ms, Ideal),
+    row(io_lib:format("old default, max_concurrent ~b", [Old]),
+        median([A || {A, _} <- Pairs]), Ideal),
+    row(io_lib:format("default, max_concurrent ~b (num_workers + schedulers * 2 + 1)",
+                      [Default]),
+        median([B || {_, B} <- Pairs]), Ideal),
     restart_with(4),
     io:format("~n").
 

@@ -33,6 +33,28 @@ main(_) ->
          py:call('__main__', greet, [<<"erlang">>])),
     ok = py:unbind(),
 
+    section("Context affinity: bind/unbind keeps Python state across calls"),
+    show("py:bind()", py:bind()),
+    show("py:exec(<<\"counter = 0\">>)", py:exec(<<"counter = 0">>)),
+    show("py:exec(<<\"counter += 1\">>)", py:exec(<<"counter += 1">>)),
+    show("py:eval(<<\"counter\">>)", py:eval(<<"counter">>)),
+    show("py:unbind()", py:unbind()),
+
+    section("Explicit contexts: py:bind(new), two isolated namespaces"),
+    {ok, Ctx1} = py:bind(new),
+    {ok, Ctx2} = py:bind(new),
+    show("py:ctx_exec(Ctx1, <<\"x = 'one'\">>)", py:ctx_exec(Ctx1, <<"x = 'one'">>)),
+    show("py:ctx_exec(Ctx2, <<\"x = 'two'\">>)", py:ctx_exec(Ctx2, <<"x = 'two'">>)),
+    show("py:ctx_eval(Ctx1, <<\"x\">>)", py:ctx_eval(Ctx1, <<"x">>)),
+    show("py:ctx_eval(Ctx2, <<\"x\">>)", py:ctx_eval(Ctx2, <<"x">>)),
+    show("py:unbind(Ctx1)", py:unbind(Ctx1)),
+    show("py:unbind(Ctx2)", py:unbind(Ctx2)),
+
+    section("Scoped: py:with_context(Fun) binds for the fun only"),
+    show("py:with_context(fun() -> ok = py:exec(<<\"y = 21\">>), py:eval(<<\"y * 2\">>) end)",
+         py:with_context(fun() -> ok = py:exec(<<"y = 21">>), py:eval(<<"y * 2">>) end)),
+    show("py:is_bound()", py:is_bound()),
+
     section("Python errors come back as {error, {Type, Message}}"),
     show("py:eval(<<\"1 / 0\">>)", py:eval(<<"1 / 0">>)),
     show("py:call(no_such_module, f, [])", py:call(no_such_module, f, [])),
@@ -47,8 +69,8 @@ main(_) ->
 
     section("Python calls back into Erlang"),
     ok = py:register_function(erlang_sum, fun(Args) -> lists:sum(Args) end),
-    show("py:eval(<<\"__import__('erlang').erlang_sum(1, 2, 3)\">>)",
-         py:eval(<<"__import__('erlang').erlang_sum(1, 2, 3)">>)),
+    show("py:eval(<<\"erlang.erlang_sum(1, 2, 3)\">>)",
+         py:eval(<<"erlang.erlang_sum(1, 2, 3)">>)),
 
     section("Pool statistics: py_pool:get_stats()"),
     io:format("  ~p~n", [py_pool:get_stats()]),

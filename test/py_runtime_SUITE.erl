@@ -371,9 +371,9 @@ memory_stats_keys(_Config) ->
                                               is_integer(N) andalso N >= 0 andalso
                                               is_integer(U) andalso U >= 0, G)
                   end, GcStats),
-    ?assertMatch([A, B, C] when is_integer(A) andalso is_integer(B) andalso is_integer(C)
+    ?assertMatch({A, B, C} when is_integer(A) andalso is_integer(B) andalso is_integer(C)
                                 andalso A >= 0 andalso B >= 0 andalso C >= 0, Count),
-    ?assertMatch([A, B, C] when is_integer(A) andalso A > 0 andalso is_integer(B)
+    ?assertMatch({A, B, C} when is_integer(A) andalso A > 0 andalso is_integer(B)
                                 andalso is_integer(C), Threshold),
     ?assertEqual(true, Enabled),
     ?assertEqual(false, Tracing),
@@ -525,7 +525,7 @@ reload_errors(Config) ->
     end),
     %% a string names the module too (as the original library takes it)
     ?assertEqual(ok, py:reload("json")),
-    ?assertEqual({ok, <<"[1]">>}, py:call("json", dumps, [[1]])),
+    ?assertEqual({ok, <<"[1]">>}, py:call(json, dumps, [[1]])),
     ?assertEqual({error, {badarg, module}}, py:reload([16#110000])),
     ?assertError(function_clause, py:reload(42)),
     assert_idle().

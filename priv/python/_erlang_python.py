@@ -111,8 +111,8 @@ def start_coroutine(obj, reply, stream):
 def memory_stats():
     stats = {
         "gc_stats": gc.get_stats(),
-        "gc_count": list(gc.get_count()),
-        "gc_threshold": list(gc.get_threshold()),
+        "gc_count": tuple(gc.get_count()),
+        "gc_threshold": tuple(gc.get_threshold()),
         "gc_enabled": gc.isenabled(),
         "tracemalloc": tracemalloc.is_tracing(),
     }
