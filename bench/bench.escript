@@ -193,7 +193,7 @@ sleep_scaling() ->
     row("ideal (16 in parallel, 1 ms each)", Ideal, none),
     row(io_lib:format("old default, max_concurrent ~b", [Old]),
         median([A || {A, _} <- Pairs]), Ideal),
-    row(io_lib:format("default, max_concurrent ~b (num_workers + schedulers * 2 + 1)",
+    row(io_lib:format("new default, max_concurrent ~b",
                       [Default]),
         median([B || {_, B} <- Pairs]), Ideal),
     restart_with(4),
