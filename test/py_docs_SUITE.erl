@@ -9,7 +9,7 @@
 %% small stand-ins for the modules the guides name: mymodule, mymod,
 %% aiohttp, processor).  A block of function definitions is compiled into a
 %% module and then called as the table below says.  Blocks that cannot run
-%% as written are listed in skip/2 with the reason; the case prints how many
+%% as written are listed in how_table/0 with the reason; the case prints how many
 %% ran and how many were skipped, and why.  A match failure or exception in
 %% a block that should run fails the case.
 -module(py_docs_SUITE).
@@ -57,12 +57,12 @@ original_docs_run(Config) ->
     [ct:pal("skipped ~s #~p: ~s", [F, N, Why]) || {F, N, Why} <- Skipped],
     [ct:pal("FAILED ~s #~p: ~p", [F, N, R]) || {F, N, {failed, R}} <- Failed],
     ?assertEqual([], Failed),
-    %% every skip in the table names a block that exists
+    %% every entry of the table names a block that exists
     Keys = [{F, N} || {F, N, _} <- Blocks],
-    ?assertEqual([], [K || K <- skip_keys(), not lists:member(K, Keys)]).
+    ?assertEqual([], [K || {K, _} <- how_table(), not lists:member(K, Keys)]).
 
 run_block(File, N, Text) ->
-    case skip(File, N) of
+    case how(File, N) of
         {skip, Why} ->
             {skipped, Why};
         How ->
@@ -137,59 +137,66 @@ cleanup() ->
                   "anthropic, a local ollama server): not on this machine").
 -define(COVERED, "run, and checked verbatim, by py_context_SUITE (doc_* cases)").
 
-skip("README.md", 2) ->
-    {skip, "original doc error: `{ok, Result} = py:exec(...)`; exec returns ok in the original "
-           "too (its API section); the eval lines of the block run in py_compat_SUITE"};
-skip("README.md", 3) -> bound;
-skip("README.md", 7) -> {skip, "fragment: execute/2 is defined nowhere"};
-skip("README.md", 8) -> {skip, "fragment: a placeholder venv path and sentence_transformers"};
-skip("README.md", 9) -> {skip, "template: Module, Function, Args are placeholders"};
-skip("README.md", 10) -> {skip, "template: Expression, Locals, Timeout are placeholders"};
-skip("README.md", 11) -> {skip, "template: Module, GeneratorFunc, Args are placeholders"};
-skip("README.md", 12) -> {skip, "template: Name, Result, Module are placeholders"};
-skip("README.md", 16) ->
-    {skip, "differs (docs/compatibility.md): exception messages are binaries, "
-           "<<\"name 'x' is not defined\">>, not strings"};
-skip("docs/getting-started.md", 10) -> {skip, "template: Key, Value are placeholders"};
-skip("docs/type-conversion.md", 3) ->
-    {skip, "original doc error: np.array([1, 2, 3]).tolist() is [1, 2, 3] (ints), "
-           "not [1.0, 2.0, 3.0]; numpy arrays are checked in py_runtime_SUITE"};
-skip("docs/type-conversion.md", 7) -> {skip, "fragment: Data is defined nowhere"};
-skip("docs/streaming.md", 3) -> bound;
-skip("docs/streaming.md", 5) -> {skip, "not code: the message shapes of the original's stream"};
-skip("docs/streaming.md", 6) ->
-    {skip, "differs (docs/compatibility.md): py_pool:request/1 and py_chunk messages are "
-           "the original's internals; use py:stream/3,4"};
-skip("docs/streaming.md", 7) -> {skip, "fragment: process_line/1 is defined nowhere"};
-skip("docs/memory.md", 7) -> {call, "process_large_data(<<\"abc\">>)."};
-skip("docs/memory.md", 8) -> {call, "monitor_memory()."};
-skip("docs/memory.md", 9) -> {skip, "fragment: LargeList is defined nowhere"};
-skip("docs/scalability.md", 3) ->
-    {skip, "the shape of an overload error, seen only under load "
-           "(py_runtime_SUITE acquire_release checks it)"};
-skip("docs/scalability.md", 5) ->
-    {skip, "needs sub-interpreters: py:subinterp_supported() is false on Python 3.11 "
-           "(the parallel call itself runs as README #6)"};
-skip("docs/scalability.md", 8) -> {skip, "fragment: reads a metric no block stores"};
-skip("docs/scalability.md", 10) -> bound;
-skip("docs/ai-integration.md", 10) -> {call, "embed_parallel([<<\"a\">>, <<\"bb\">>])."};
-skip("docs/ai-integration.md", 11) ->
-    {skip, "fragment: do_heavy_computation/1, execute_function/2, http_fetch/1 undefined"};
-skip("docs/ai-integration.md", 13) -> {skip, "fragment: process/1 and Items undefined"};
-skip("docs/ai-integration.md", 15) -> {skip, "fragment: generate/2 of an earlier LLM block"};
-skip("docs/ai-integration.md", 17) -> {skip, "fragment: embed/1, Documents undefined"};
-skip("docs/ai-integration.md", 21) -> {call, "ok = check_capacity()."};
-skip("docs/ai-integration.md", _) -> {skip, ?AI_MODEL};
-skip("docs/context-affinity.md", _) -> {skip, ?COVERED};
-skip(_, _) -> run.
+%% How a block runs: its entry in how_table/0, else its file's default.
+how(File, N) ->
+    case lists:keyfind({File, N}, 1, how_table()) of
+        {_, How} -> How;
+        false -> how_file(File)
+    end.
 
-skip_keys() ->
-    [{"README.md", N} || N <- [2, 3, 7, 8, 9, 10, 11, 12, 16]] ++
-        [{"docs/getting-started.md", 10}, {"docs/type-conversion.md", 3},
-         {"docs/type-conversion.md", 7}] ++
-        [{"docs/streaming.md", N} || N <- [3, 5, 6, 7]] ++
-        [{"docs/memory.md", N} || N <- [7, 8, 9]] ++
-        [{"docs/scalability.md", N} || N <- [3, 5, 8, 10]].
+how_file("docs/ai-integration.md") -> {skip, ?AI_MODEL};
+how_file("docs/context-affinity.md") -> {skip, ?COVERED};
+how_file(_) -> run.
+
+how_table() ->
+    [
+     {{"README.md", 2},
+      {skip, "original doc error: `{ok, Result} = py:exec(...)`; exec returns ok in the original "
+        "too (its API section); the eval lines of the block run in py_compat_SUITE"}},
+     {{"README.md", 3}, bound},
+     {{"README.md", 7}, {skip, "fragment: execute/2 is defined nowhere"}},
+     {{"README.md", 8},
+      {skip, "fragment: a placeholder venv path and sentence_transformers"}},
+     {{"README.md", 9}, {skip, "template: Module, Function, Args are placeholders"}},
+     {{"README.md", 10},
+      {skip, "template: Expression, Locals, Timeout are placeholders"}},
+     {{"README.md", 11},
+      {skip, "template: Module, GeneratorFunc, Args are placeholders"}},
+     {{"README.md", 12}, {skip, "template: Name, Result, Module are placeholders"}},
+     {{"README.md", 16},
+      {skip, "differs (docs/compatibility.md): exception messages are binaries, "
+        "<<\"name 'x' is not defined\">>, not strings"}},
+     {{"docs/getting-started.md", 10}, {skip, "template: Key, Value are placeholders"}},
+     {{"docs/type-conversion.md", 3},
+      {skip, "original doc error: np.array([1, 2, 3]).tolist() is [1, 2, 3] (ints), "
+        "not [1.0, 2.0, 3.0]; numpy arrays are checked in py_runtime_SUITE"}},
+     {{"docs/type-conversion.md", 7}, {skip, "fragment: Data is defined nowhere"}},
+     {{"docs/streaming.md", 3}, bound},
+     {{"docs/streaming.md", 5},
+      {skip, "not code: the message shapes of the original's stream"}},
+     {{"docs/streaming.md", 6},
+      {skip, "differs (docs/compatibility.md): py_pool:request/1 and py_chunk messages are "
+        "the original's internals; use py:stream/3,4"}},
+     {{"docs/streaming.md", 7}, {skip, "fragment: process_line/1 is defined nowhere"}},
+     {{"docs/memory.md", 7}, {call, "process_large_data(<<\"abc\">>)."}},
+     {{"docs/memory.md", 8}, {call, "monitor_memory()."}},
+     {{"docs/memory.md", 9}, {skip, "fragment: LargeList is defined nowhere"}},
+     {{"docs/scalability.md", 3},
+      {skip, "the shape of an overload error, seen only under load "
+        "(py_runtime_SUITE acquire_release checks it)"}},
+     {{"docs/scalability.md", 5},
+      {skip, "needs sub-interpreters: py:subinterp_supported() is false on Python 3.11 "
+        "(the parallel call itself runs as README #6)"}},
+     {{"docs/scalability.md", 8}, {skip, "fragment: reads a metric no block stores"}},
+     {{"docs/scalability.md", 10}, bound},
+     {{"docs/ai-integration.md", 10}, {call, "embed_parallel([<<\"a\">>, <<\"bb\">>])."}},
+     {{"docs/ai-integration.md", 11},
+      {skip, "fragment: do_heavy_computation/1, execute_function/2, http_fetch/1 undefined"}},
+     {{"docs/ai-integration.md", 13}, {skip, "fragment: process/1 and Items undefined"}},
+     {{"docs/ai-integration.md", 15}, {skip, "fragment: generate/2 of an earlier LLM block"}},
+     {{"docs/ai-integration.md", 17}, {skip, "fragment: embed/1, Documents undefined"}},
+     {{"docs/ai-integration.md", 21}, {call, "ok = check_capacity()."}}
+    ].
 
 %%====================================================================
 %% Extraction
