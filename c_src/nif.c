@@ -11,7 +11,7 @@
 #include "py_convert.h"
 #include "py_erlang_mod.h"
 #include "py_runtime.h"
-#include "worker.h"
+#include "pool.h"
 
 static int load_common(ErlNifEnv *env)
 {
@@ -133,14 +133,61 @@ static void copy_request(ErlNifEnv *env, pyn_job_t *job, ERL_NIF_TERM req, int t
         (void)enif_consume_timeslice(env, us >= 1000 ? 100 : (int)(us / 10));
 }
 
+/* The kind of request term req ({call, M, F, Args, Kwargs} ...): 1, or 0
+ * if it is malformed. */
+static int request_kind(ErlNifEnv *env, ERL_NIF_TERM req_term, pyn_kind_t *kind)
+{
+    static const struct {
+        const ERL_NIF_TERM *tag;
+        int arity;
+        pyn_kind_t kind;
+    } kinds[] = {
+        {&ATOMS.call, 5, PYN_JOB_CALL},          {&ATOMS.stream, 5, PYN_JOB_STREAM},
+        {&ATOMS.eval, 3, PYN_JOB_EVAL},          {&ATOMS.exec, 3, PYN_JOB_EXEC},
+        {&ATOMS.stream_eval, 3, PYN_JOB_STREAM_EVAL},
+        {&ATOMS.async_call, 6, PYN_JOB_ASYNC},   {&ATOMS.async_stream, 6, PYN_JOB_ASYNC_STREAM},
+    };
+    const ERL_NIF_TERM *req;
+    int rn;
+
+    if (!enif_get_tuple(env, req_term, &rn, &req) || rn < 1)
+        return 0;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        if (enif_is_identical(req[0], *kinds[i].tag) && rn == kinds[i].arity) {
+            *kind = kinds[i].kind;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Where a request goes: shared (target NULL), {nested, Worker} or
+ * {Worker, Gen}.  1, or 0 if malformed. */
+static int request_target(ErlNifEnv *env, ERL_NIF_TERM t, pyn_worker_t **target, int *nested,
+                          ErlNifUInt64 *gen)
+{
+    const ERL_NIF_TERM *where;
+    int wn;
+
+    *target = NULL;
+    if (enif_is_identical(t, ATOMS.shared))
+        return 1;
+    if (!enif_get_tuple(env, t, &wn, &where) || wn != 2)
+        return 0;
+    if (enif_is_identical(where[0], ATOMS.nested)) {
+        *nested = 1;
+        return enif_get_resource(env, where[1], pyn_worker_type, (void **)target);
+    }
+    return enif_get_resource(env, where[0], pyn_worker_type, (void **)target) &&
+           enif_get_uint64(env, where[1], gen);
+}
+
 /* A request handed to an idle polling worker is usually answered within a
  * few microseconds: the caller polls for the reply here (pyn_await_inline)
  * and returns {'$py_done', Reply}, skipping the message and the
  * reschedule.  Only for a caller waiting inline (Sync true). */
 static ERL_NIF_TERM submit(ErlNifEnv *env, const ERL_NIF_TERM argv[], int normal, int timed)
 {
-    const ERL_NIF_TERM *where, *req;
-    int wn, rn;
     pyn_kind_t kind;
     pyn_worker_t *target = NULL;
     int nested = 0;
@@ -149,39 +196,8 @@ static ERL_NIF_TERM submit(ErlNifEnv *env, const ERL_NIF_TERM argv[], int normal
     ERL_NIF_TERM err, term;
     int rc;
 
-    if (!enif_get_tuple(env, argv[2], &rn, &req) || rn < 1)
+    if (!request_kind(env, argv[2], &kind) || !request_target(env, argv[0], &target, &nested, &gen))
         return enif_make_badarg(env);
-    if (enif_is_identical(req[0], ATOMS.call) && rn == 5)
-        kind = PYN_JOB_CALL;
-    else if (enif_is_identical(req[0], ATOMS.stream) && rn == 5)
-        kind = PYN_JOB_STREAM;
-    else if (enif_is_identical(req[0], ATOMS.eval) && rn == 3)
-        kind = PYN_JOB_EVAL;
-    else if (enif_is_identical(req[0], ATOMS.exec) && rn == 3)
-        kind = PYN_JOB_EXEC;
-    else if (enif_is_identical(req[0], ATOMS.stream_eval) && rn == 3)
-        kind = PYN_JOB_STREAM_EVAL;
-    else if (enif_is_identical(req[0], ATOMS.async_call) && rn == 6)
-        kind = PYN_JOB_ASYNC;
-    else if (enif_is_identical(req[0], ATOMS.async_stream) && rn == 6)
-        kind = PYN_JOB_ASYNC_STREAM;
-    else
-        return enif_make_badarg(env);
-
-    if (enif_is_identical(argv[0], ATOMS.shared)) {
-        target = NULL;
-    } else if (enif_get_tuple(env, argv[0], &wn, &where) && wn == 2) {
-        if (enif_is_identical(where[0], ATOMS.nested)) {
-            nested = 1;
-            if (!enif_get_resource(env, where[1], pyn_worker_type, (void **)&target))
-                return enif_make_badarg(env);
-        } else if (!enif_get_resource(env, where[0], pyn_worker_type, (void **)&target) ||
-                   !enif_get_uint64(env, where[1], &gen)) {
-            return enif_make_badarg(env);
-        }
-    } else {
-        return enif_make_badarg(env);
-    }
 
     if (!(job = pyn_job_new(kind)))
         return enif_raise_exception(env, enif_make_atom(env, "enomem"));
@@ -354,10 +370,8 @@ static ERL_NIF_TERM nif_cb_reply(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
         return enif_make_badarg(env);
     if (enif_get_resource(env, to[0], pyn_worker_type, &obj))
         return pyn_callback_deliver(obj, id, argv[1]) == 0 ? ATOMS.ok : enif_make_atom(env, "stale");
-    if (enif_get_resource(env, to[0], pyn_waiter_type, &obj)) {
-        pym_waiter_deliver(obj, argv[1]);
+    if (pym_waiter_deliver(env, to[0], argv[1]))
         return ATOMS.ok;
-    }
     return enif_make_badarg(env);
 }
 

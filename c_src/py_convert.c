@@ -12,8 +12,7 @@
 
 #include "atoms.h"
 #include "py_convert.h"
-#include "py_erlang_mod.h"
-#include "worker.h"
+#include "py_pid.h"
 
 #define PYC_SMALL 64 /* containers up to this size use the C stack */
 
@@ -222,6 +221,7 @@ typedef struct {
 } key_entry_t;
 
 static __thread key_entry_t *key_cache;
+static __thread int key_cache_ok; /* a worker thread, which frees it */
 
 static PyObject *key_to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth)
 {
@@ -230,7 +230,7 @@ static PyObject *key_to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth)
     uint32_t h = 2166136261u;
     PyObject *s;
 
-    if (!pyn_self || !enif_is_binary(env, t) || !enif_inspect_binary(env, t, &bin) ||
+    if (!key_cache_ok || !enif_is_binary(env, t) || !enif_inspect_binary(env, t, &bin) ||
         bin.size > KEY_MAX || bin.size == 0) /* workers only: they free it */
         return to_py(env, t, depth);
     if (!key_cache && !(key_cache = PyMem_RawCalloc(KEY_CACHE, sizeof *key_cache)))
@@ -253,8 +253,14 @@ static PyObject *key_to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth)
     return s;
 }
 
+void pyc_thread_init(void)
+{
+    key_cache_ok = 1;
+}
+
 void pyc_thread_fini(void)
 {
+    key_cache_ok = 0;
     if (!key_cache)
         return;
     for (int i = 0; i < KEY_CACHE; i++)
@@ -331,7 +337,7 @@ static PyObject *to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth)
         return tuple_to_py(env, t, depth);
     case ERL_NIF_TERM_TYPE_PID:
         if (enif_get_local_pid(env, t, &pid))
-            return pym_pid_new(&pid);
+            return pyp_pid_new(&pid);
         PyErr_SetString(PyExc_TypeError, "cannot convert a remote pid to Python");
         return NULL;
     case ERL_NIF_TERM_TYPE_FUN:
@@ -754,7 +760,7 @@ static int to_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int depth)
         return dict_term(env, o, out, depth);
     if (PyAnySet_Check(o))
         return iter_term(env, o, out, depth);
-    if (pym_pid_get(o, &pid)) {
+    if (pyp_pid_get(o, &pid)) {
         *out = enif_make_pid(env, &pid);
         return 0;
     }

@@ -32,7 +32,9 @@ static inline PyObject *pyc_seq_item(PyObject *seq, Py_ssize_t i)
 /* Whether the calling thread is near the end of its stack (deep data is
  * then refused rather than overflowing it). */
 int pyc_stack_short(void);
-/* Frees the calling worker thread's conversion caches (GIL held). */
+/* A worker thread begins / ends using conversion caches of its own (map
+ * keys); other threads use none.  GIL held. */
+void pyc_thread_init(void);
 void pyc_thread_fini(void);
 /* Checks the VM's integer encoding (fast paths); from load. */
 void pyc_init(ErlNifEnv *env);

@@ -1,90 +1,74 @@
 /* py_erlang_mod.c — the `erlang` module seen by Python code.
- * erlang.call on a worker thread sends the request to the Erlang side and
- * waits through pyn_callback_wait (which runs nested jobs meanwhile); on any
- * other Python thread it waits on a private waiter resource.  GIL held on
- * entry to every function; it is released only while waiting. */
+ * erlang.call on a worker thread goes through the pool's callback table
+ * (pym_host_t, set at boot: the pool is above this file), which sends the
+ * request and waits, running nested jobs meanwhile; on any other Python
+ * thread it waits here, on a private waiter resource.  GIL held on entry
+ * to every function; it is released only while waiting. */
 #include <stdio.h>
 #include <string.h>
 
 #include "atoms.h"
 #include "py_convert.h"
 #include "py_erlang_mod.h"
-#include "py_exec.h"
-#include "worker.h"
+#include "py_error.h"
+#include "py_pid.h"
+#include "job.h"
 
 #define PYM_RECURSION_CAP 20000
 
 static PyObject *ErlangError;
 static PyObject *Interrupted;
+static const pym_host_t *host; /* the pool's, set once at boot */
 
-/* ---- erlang.Pid ------------------------------------------------------- */
+void pym_set_host(const pym_host_t *h)
+{
+    host = h;
+}
+
+/* ---- waiting on a thread that is not a worker ---------------------------
+ * A Python thread started by user code has no worker, so its erlang.call
+ * goes to the callback runner with a private waiter as its reply address. */
 
 typedef struct {
-    PyObject_HEAD ErlNifPid pid;
-} PidObject;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int ready, failed;
+    ErlNifMonitor mon;
+    ErlNifEnv *env;
+    ERL_NIF_TERM result;
+} pym_waiter_t;
 
-static PyObject *pid_repr(PyObject *self)
+static ErlNifResourceType *waiter_type;
+
+static void waiter_dtor(ErlNifEnv *env, void *obj)
 {
-    char buf[64];
-    enif_snprintf(buf, sizeof buf, "%T", ((PidObject *)self)->pid.pid);
-    return PyUnicode_FromFormat("erlang.Pid('%s')", buf);
+    pym_waiter_t *wt = obj;
+    (void)env;
+    if (wt->env)
+        enif_free_env(wt->env);
+    pthread_mutex_destroy(&wt->lock);
+    pthread_cond_destroy(&wt->cond);
 }
 
-static Py_hash_t pid_hash(PyObject *self)
+/* The runner died: the wait ends. */
+static void waiter_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon)
 {
-    Py_hash_t h = (Py_hash_t)((PidObject *)self)->pid.pid;
-    return h == -1 ? -2 : h;
+    pym_waiter_t *wt = obj;
+    (void)env;
+    (void)pid;
+    (void)mon;
+    pthread_mutex_lock(&wt->lock);
+    wt->failed = 1;
+    pthread_cond_signal(&wt->cond);
+    pthread_mutex_unlock(&wt->lock);
 }
 
-static PyObject *pid_richcompare(PyObject *a, PyObject *b, int op);
-
-/* A pid is immutable: copy.copy and copy.deepcopy give it back itself. */
-static PyObject *pid_copy(PyObject *self, PyObject *unused)
+int pym_types_init(ErlNifEnv *env)
 {
-    (void)unused;
-    return Py_NewRef(self);
-}
-
-static PyMethodDef pid_methods[] = {
-    {"__copy__", pid_copy, METH_NOARGS, "The pid itself (immutable)."},
-    {"__deepcopy__", pid_copy, METH_O, "The pid itself (immutable)."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyTypeObject PidType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "erlang.Pid",
-    .tp_basicsize = sizeof(PidObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "An Erlang process identifier.",
-    .tp_repr = pid_repr,
-    .tp_hash = pid_hash,
-    .tp_richcompare = pid_richcompare,
-    .tp_methods = pid_methods,
-};
-
-static PyObject *pid_richcompare(PyObject *a, PyObject *b, int op)
-{
-    int c;
-    if (!PyObject_TypeCheck(a, &PidType) || !PyObject_TypeCheck(b, &PidType))
-        Py_RETURN_NOTIMPLEMENTED;
-    c = enif_compare_pids(&((PidObject *)a)->pid, &((PidObject *)b)->pid);
-    Py_RETURN_RICHCOMPARE(c, 0, op);
-}
-
-PyObject *pym_pid_new(const ErlNifPid *pid)
-{
-    PidObject *p = PyObject_New(PidObject, &PidType);
-    if (p)
-        p->pid = *pid;
-    return (PyObject *)p;
-}
-
-int pym_pid_get(PyObject *o, ErlNifPid *pid)
-{
-    if (!PyObject_TypeCheck(o, &PidType))
-        return 0;
-    *pid = ((PidObject *)o)->pid;
-    return 1;
+    ErlNifResourceTypeInit ti = {.dtor = waiter_dtor, .down = waiter_down};
+    waiter_type = enif_open_resource_type_x(env, "py_waiter", &ti,
+                                            ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER, NULL);
+    return waiter_type ? 0 : -1;
 }
 
 PyObject *pym_interrupt_exc(void)
@@ -122,7 +106,7 @@ static PyObject *reply_result(PyObject *self, PyObject *value)
         PyObject *type, *val, *tb;
         PyErr_Fetch(&type, &val, &tb);
         PyErr_NormalizeException(&type, &val, &tb);
-        t = pyx_exception_term(m, type, val, tb);
+        t = pyer_exception_term(m, type, val, tb);
         Py_XDECREF(type);
         Py_XDECREF(val);
         Py_XDECREF(tb);
@@ -143,7 +127,7 @@ static PyObject *reply_exception(PyObject *self, PyObject *exc)
     }
     m = enif_alloc_env();
     tb = PyException_GetTraceback(exc); /* new reference or NULL */
-    t = pyx_exception_term(m, (PyObject *)Py_TYPE(exc), exc, tb);
+    t = pyer_exception_term(m, (PyObject *)Py_TYPE(exc), exc, tb);
     Py_XDECREF(tb);
     return reply_send((ReplyObject *)self, t, m);
 }
@@ -222,61 +206,19 @@ static PyObject *decode_reply(ErlNifEnv *env, ERL_NIF_TERM reply)
     return NULL;
 }
 
-static PyObject *call_from_worker(pyn_worker_t *w, ErlNifEnv *m, ERL_NIF_TERM name,
-                                  ERL_NIF_TERM args)
-{
-    ErlNifPid pid;
-    ERL_NIF_TERM ref, wterm, reply_to, msg, reply;
-    ErlNifEnv *renv = NULL;
-    PyObject *result;
-    uint64_t id;
-    int sync;
-
-    pyn_callback_monitor(w);
-    sync = pyn_callback_target(w, &pid, m, &ref);
-
-    if (sync < 0) {
-        enif_free_env(m);
-        PyErr_SetString(ErlangError, "erlang_python is not running");
-        return NULL;
-    }
-    if (!(id = pyn_callback_open(w))) {
-        enif_free_env(m);
-        PyErr_SetString(PyExc_RecursionError, "Erlang callbacks nested too deeply");
-        return NULL;
-    }
-    wterm = enif_make_resource(m, w);
-    reply_to = enif_make_tuple2(m, wterm, enif_make_uint64(m, id));
-    if (sync)
-        msg = enif_make_tuple2(m, ref, enif_make_tuple4(m, ATOMS.py_cb, reply_to, name, args));
-    else
-        msg = enif_make_tuple5(m, ATOMS.py_cb, reply_to, wterm, name, args);
-    /* If the job was cancelled the request is not sent, and the wait below
-     * returns at once. */
-    (void)pyn_callback_send(w, &pid, m, msg);
-    enif_free_env(m);
-    if (pyn_callback_wait(w, id, &renv, &reply) < 0) {
-        PyErr_SetString(Interrupted, "the Erlang caller gave up (timeout or exit)");
-        return NULL;
-    }
-    result = decode_reply(renv, reply);
-    enif_free_env(renv);
-    return result;
-}
-
 static PyObject *call_from_thread(ErlNifEnv *m, ERL_NIF_TERM name, ERL_NIF_TERM args)
 {
     ErlNifPid runner;
-    pyn_waiter_t *wt;
+    pym_waiter_t *wt;
     ERL_NIF_TERM msg, wterm;
     PyObject *result = NULL;
 
-    if (!pyn_runner_pid(&runner)) {
+    if (!host || !host->runner(&runner)) {
         enif_free_env(m);
         PyErr_SetString(ErlangError, "erlang_python is not running");
         return NULL;
     }
-    if (!(wt = enif_alloc_resource(pyn_waiter_type, sizeof *wt))) {
+    if (!(wt = enif_alloc_resource(waiter_type, sizeof *wt))) {
         enif_free_env(m);
         return PyErr_NoMemory();
     }
@@ -311,11 +253,16 @@ static PyObject *call_from_thread(ErlNifEnv *m, ERL_NIF_TERM name, ERL_NIF_TERM 
     return result;
 }
 
-void pym_waiter_deliver(void *obj, ERL_NIF_TERM result)
+int pym_waiter_deliver(ErlNifEnv *caller_env, ERL_NIF_TERM handle, ERL_NIF_TERM result)
 {
-    pyn_waiter_t *wt = obj;
-    ErlNifEnv *env = enif_alloc_env();
-    ERL_NIF_TERM copy = enif_make_copy(env, result);
+    pym_waiter_t *wt;
+    ErlNifEnv *env;
+    ERL_NIF_TERM copy;
+
+    if (!enif_get_resource(caller_env, handle, waiter_type, (void **)&wt))
+        return 0;
+    env = enif_alloc_env();
+    copy = enif_make_copy(env, result);
 
     pthread_mutex_lock(&wt->lock);
     if (!wt->ready) {
@@ -328,13 +275,14 @@ void pym_waiter_deliver(void *obj, ERL_NIF_TERM result)
     pthread_mutex_unlock(&wt->lock);
     if (env)
         enif_free_env(env);
+    return 1;
 }
 
 static PyObject *m_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    ErlNifEnv *m;
-    ERL_NIF_TERM name, list = 0;
-    pyn_worker_t *w = pyn_self;
+    ErlNifEnv *m, *renv = NULL;
+    ERL_NIF_TERM name, list = 0, reply;
+    PyObject *result;
     (void)self;
 
     if (nargs < 1 || !PyUnicode_Check(args[0])) {
@@ -351,9 +299,23 @@ static PyObject *m_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto fail;
         list = enif_make_list_cell(m, t, list);
     }
-    if (w && w->current)
-        return call_from_worker(w, m, name, list);
-    return call_from_thread(m, name, list);
+    switch (host ? host->call(m, name, list, &renv, &reply) : PYM_CB_NOT_WORKER) {
+    case PYM_CB_OK:
+        result = decode_reply(renv, reply);
+        enif_free_env(renv);
+        return result;
+    case PYM_CB_NOT_RUNNING:
+        PyErr_SetString(ErlangError, "erlang_python is not running");
+        return NULL;
+    case PYM_CB_TOO_DEEP:
+        PyErr_SetString(PyExc_RecursionError, "Erlang callbacks nested too deeply");
+        return NULL;
+    case PYM_CB_CANCELLED:
+        PyErr_SetString(Interrupted, "the Erlang caller gave up (timeout or exit)");
+        return NULL;
+    default: /* not a worker running a request: any other Python thread */
+        return call_from_thread(m, name, list);
+    }
 fail:
     enif_free_env(m);
     return NULL;
@@ -366,7 +328,7 @@ static PyObject *m_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     ERL_NIF_TERM t;
     (void)self;
 
-    if (nargs != 2 || !pym_pid_get(args[0], &pid)) {
+    if (nargs != 2 || !pyp_pid_get(args[0], &pid)) {
         PyErr_SetString(PyExc_TypeError, "erlang.send(pid, term): pid must be an erlang.Pid");
         return NULL;
     }
@@ -382,11 +344,11 @@ static PyObject *m_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 static PyObject *m_self(PyObject *self, PyObject *unused)
 {
-    pyn_worker_t *w = pyn_self;
+    ErlNifPid pid;
     (void)self;
     (void)unused;
-    if (w && w->current && w->current->has_caller)
-        return pym_pid_new(&w->current->caller);
+    if (host && host->caller(&pid))
+        return pyp_pid_new(&pid);
     Py_RETURN_NONE;
 }
 
@@ -435,7 +397,7 @@ PyObject *pym_init_module(void)
 {
     PyObject *mod = NULL, *r = NULL;
 
-    if (PyType_Ready(&PidType) < 0 || PyType_Ready(&ReplyType) < 0)
+    if (PyType_Ready(&pyp_PidType) < 0 || PyType_Ready(&ReplyType) < 0)
         return NULL;
     if (!(mod = PyModule_Create(&moddef)))
         return NULL;
@@ -447,8 +409,8 @@ PyObject *pym_init_module(void)
         PyExc_BaseException, NULL);
     if (!ErlangError || !Interrupted)
         goto fail;
-    Py_INCREF(&PidType);
-    if (PyModule_AddObject(mod, "Pid", (PyObject *)&PidType) < 0)
+    Py_INCREF(&pyp_PidType);
+    if (PyModule_AddObject(mod, "Pid", (PyObject *)&pyp_PidType) < 0)
         goto fail;
     Py_INCREF(ErlangError);
     Py_INCREF(Interrupted);

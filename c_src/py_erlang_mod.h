@@ -1,7 +1,9 @@
 /* py_erlang_mod.h — the `erlang` module that Python code imports:
  * erlang.call / erlang.<name> / erlang.send / erlang.self, the state_*
- * helpers, erlang.Pid, erlang.ErlangError and erlang.Interrupted.
- * Every function here runs with the GIL held. */
+ * helpers, erlang.Pid (py_pid.c), erlang.ErlangError and
+ * erlang.Interrupted.  Python-side code: it sits below the pool and
+ * reaches it only through the table the pool gives it at boot.  Every
+ * function here runs with the GIL held unless noted. */
 #ifndef PYN_PY_ERLANG_MOD_H
 #define PYN_PY_ERLANG_MOD_H
 
@@ -9,7 +11,36 @@
 #include <Python.h>
 #include <erl_nif.h>
 
-#include "worker.h"
+#include "job.h"
+
+/* Outcomes of pym_host_t.call. */
+enum {
+    PYM_CB_OK,          /* *env, *reply: the reply (the caller frees env) */
+    PYM_CB_NOT_WORKER,  /* not a worker thread running a request: m untouched */
+    PYM_CB_NOT_RUNNING, /* the pool is not running (m freed) */
+    PYM_CB_TOO_DEEP,    /* callbacks nested too deeply (m freed) */
+    PYM_CB_CANCELLED    /* the caller gave up meanwhile (m freed) */
+};
+
+/* What the module asks of the pool; every function on the calling
+ * thread, GIL held (call leaves it while it waits). */
+typedef struct {
+    /* erlang.call(Name, *Args) from a worker running a request: sends
+     * the request (built in m, which it frees unless PYM_CB_NOT_WORKER)
+     * and waits for the reply. */
+    int (*call)(ErlNifEnv *m, ERL_NIF_TERM name, ERL_NIF_TERM args, ErlNifEnv **env,
+                ERL_NIF_TERM *reply);
+    /* The pid of the process whose request this thread runs: 1, or 0. */
+    int (*caller)(ErlNifPid *pid);
+    /* The callback runner (for threads that are not workers): 1, or 0
+     * when the pool is not running.  Any thread. */
+    int (*runner)(ErlNifPid *pid);
+} pym_host_t;
+
+/* Installs the pool's table (static storage), before Python starts. */
+void pym_set_host(const pym_host_t *host);
+/* Opens the waiter resource type (from load/upgrade).  0 ok.  No GIL. */
+int pym_types_init(ErlNifEnv *env);
 
 /* The module's init function (registered with PyImport_AppendInittab). */
 PyObject *pym_init_module(void);
@@ -17,13 +48,11 @@ PyObject *pym_init_module(void);
 int pym_setup(void);
 /* Borrowed: the exception class raised in timed-out code. */
 PyObject *pym_interrupt_exc(void);
-/* erlang.Pid objects. */
-PyObject *pym_pid_new(const ErlNifPid *pid);
-int pym_pid_get(PyObject *o, ErlNifPid *pid);
 /* A new erlang._Reply delivering to r (keeps a reference). */
 PyObject *pym_reply_new(pyn_areply_t *r);
-/* Delivers a callback reply to a Python thread (not a worker) waiting on a
- * waiter resource.  Any thread. */
-void pym_waiter_deliver(void *waiter, ERL_NIF_TERM result);
+/* Delivers a callback reply to a Python thread (not a worker) waiting on
+ * the waiter resource handle: 1, or 0 if handle is not a waiter.  Any
+ * thread, no GIL. */
+int pym_waiter_deliver(ErlNifEnv *env, ERL_NIF_TERM handle, ERL_NIF_TERM result);
 
 #endif

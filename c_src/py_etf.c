@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "py_convert.h"
-#include "py_erlang_mod.h"
+#include "py_pid.h"
 #include "py_etf.h"
 
 enum {
@@ -379,7 +379,7 @@ static int encode(buf_t *b, PyObject *o, int depth, int key)
         return dict(b, o, depth);
     if (PyAnySet_Check(o))
         return iterable(b, o, depth);
-    if (pym_pid_get(o, &p))
+    if (pyp_pid_get(o, &p))
         return pid(b, &p);
     return fallback(b, o, depth);
 }

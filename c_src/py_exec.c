@@ -7,11 +7,11 @@
 #include "atoms.h"
 #include "py_convert.h"
 #include "py_erlang_mod.h"
+#include "py_error.h"
 #include "py_etf.h"
 #include "py_exec.h"
 
 #define PYX_CODE_CACHE_MAX 1024
-#define PYX_DYN_ATOMS_MAX 1000 /* atoms made for non-builtin exception names */
 
 /* Callables looked up by (Module, Func) atom pair.  An entry is valid while
  * the dict it was found in (module or namespace) keeps its version tag:
@@ -30,13 +30,13 @@ typedef struct {
  * then no longer delays the reply. */
 #define PYX_LATER 16
 
-typedef struct {
+struct pyx_state {
     PyObject *globals; /* the namespace: '__main__' of this worker */
     PyObject *modules; /* name -> module, filled after a completed import */
     pyx_fn_entry_t fns[PYX_FN_CACHE];
     PyObject *later[PYX_LATER];
     int nlater;
-} pyx_state_t;
+};
 
 /* Drops o (may be NULL) after the reply is sent, or now if the list is full. */
 static void release_later(pyx_state_t *st, PyObject *o)
@@ -49,22 +49,18 @@ static void release_later(pyx_state_t *st, PyObject *o)
         Py_DECREF(o);
 }
 
-int pyx_has_later(pyn_worker_t *w)
+int pyx_has_later(pyx_state_t *st)
 {
-    pyx_state_t *st = w->py;
     return st && st->nlater > 0;
 }
 
-void pyx_release_later(pyn_worker_t *w)
+void pyx_release_later(pyx_state_t *st)
 {
-    pyx_state_t *st = w->py;
     while (st && st->nlater > 0)
         Py_DECREF(st->later[--st->nlater]);
 }
 
 static PyObject *code_cache;   /* bytes (mode byte + source) -> code */
-static PyObject *format_exc;   /* traceback.format_exception */
-static int dyn_atoms;          /* GIL-protected */
 
 /* ---- namespace ----------------------------------------------------------- */
 
@@ -96,23 +92,23 @@ static PyObject *new_namespace(void)
     return g;
 }
 
-int pyx_worker_init(pyn_worker_t *w)
+pyx_state_t *pyx_worker_init(void)
 {
     pyx_state_t *st = PyMem_RawCalloc(1, sizeof *st);
     if (!st)
-        return -1;
+        return NULL;
     if (!code_cache && !(code_cache = PyDict_New()))
         goto fail;
     if (!(st->globals = new_namespace()) || !(st->modules = PyDict_New()))
         goto fail;
-    w->py = st;
-    return 0;
+    pyc_thread_init();
+    return st;
 fail:
     PyErr_Clear();
     Py_XDECREF(st->globals);
     Py_XDECREF(st->modules);
     PyMem_RawFree(st);
-    return -1;
+    return NULL;
 }
 
 static void fn_cache_clear(pyx_state_t *st)
@@ -124,18 +120,16 @@ static void fn_cache_clear(pyx_state_t *st)
     }
 }
 
-void pyx_worker_fini(pyn_worker_t *w)
+void pyx_worker_fini(pyx_state_t *st)
 {
-    pyx_state_t *st = w->py;
-    pyx_release_later(w);
     pyc_thread_fini();
     if (!st)
         return;
+    pyx_release_later(st);
     fn_cache_clear(st);
     Py_CLEAR(st->globals);
     Py_CLEAR(st->modules);
     PyMem_RawFree(st);
-    w->py = NULL;
     PyErr_Clear();
 }
 
@@ -158,114 +152,8 @@ static void wipe(pyx_state_t *st)
     PyErr_Clear();
 }
 
-/* ---- errors -------------------------------------------------------------- */
-
-/* The exception class name as an atom: always for builtin classes, for
- * others only while fewer than PYX_DYN_ATOMS_MAX have been made (or if the
- * atom exists already); else a binary. */
-static ERL_NIF_TERM type_term(ErlNifEnv *env, PyObject *type)
-{
-    PyTypeObject *tp = (PyTypeObject *)type;
-    const char *full = tp->tp_name, *dot = strrchr(full, '.');
-    const char *name = dot ? dot + 1 : full;
-    size_t len = strlen(name);
-    int builtin = !(tp->tp_flags & Py_TPFLAGS_HEAPTYPE) && !dot;
-    ERL_NIF_TERM t;
-    unsigned char *p;
-
-    int ascii = 1;
-    for (size_t i = 0; i < len; i++)
-        ascii &= (unsigned char)name[i] < 0x80;
-    /* OTP 25 makes atoms from Latin-1 only: other names stay binaries. */
-    if (len > 0 && len < 256 && ascii) {
-        if (builtin)
-            return enif_make_atom_len(env, name, len);
-        if (enif_make_existing_atom_len(env, name, len, &t, ERL_NIF_LATIN1))
-            return t;
-        if (dyn_atoms < PYX_DYN_ATOMS_MAX) {
-            dyn_atoms++;
-            return enif_make_atom_len(env, name, len);
-        }
-    }
-    p = enif_make_new_binary(env, len, &t);
-    memcpy(p, name, len);
-    return t;
-}
-
-static ERL_NIF_TERM text_term(ErlNifEnv *env, PyObject *s, const char *fallback)
-{
-    ERL_NIF_TERM t;
-    if (s && PyUnicode_Check(s) && pyc_str_term(env, s, &t) == 0)
-        return t;
-    PyErr_Clear();
-    unsigned char *p = enif_make_new_binary(env, strlen(fallback), &t);
-    memcpy(p, fallback, strlen(fallback));
-    return t;
-}
-
-static PyObject *format_traceback(PyObject *type, PyObject *value, PyObject *tb)
-{
-    PyObject *lines, *sep, *text;
-    if (!format_exc) {
-        PyObject *mod = PyImport_ImportModule("traceback");
-        if (!mod)
-            return NULL;
-        format_exc = PyObject_GetAttrString(mod, "format_exception");
-        Py_DECREF(mod);
-        if (!format_exc)
-            return NULL;
-    }
-    if (!(lines = PyObject_CallFunctionObjArgs(format_exc, type, value ? value : Py_None,
-                                               tb ? tb : Py_None, (PyObject *)NULL)))
-        return NULL;
-    sep = PyUnicode_FromString("");
-    text = sep ? PyUnicode_Join(sep, lines) : NULL;
-    Py_XDECREF(sep);
-    Py_DECREF(lines);
-    return text;
-}
-
-ERL_NIF_TERM pyx_exception_term(ErlNifEnv *env, PyObject *type, PyObject *value, PyObject *tb)
-{
-    PyObject *msg = value ? PyObject_Str(value) : NULL, *text;
-    ERL_NIF_TERM tterm = type_term(env, type), mterm, tbterm;
-
-    mterm = text_term(env, msg, "<exception str() failed>");
-    text = format_traceback(type, value, tb);
-    tbterm = text_term(env, text, "");
-    Py_XDECREF(msg);
-    Py_XDECREF(text);
-    PyErr_Clear();
-    return enif_make_tuple3(env, ATOMS.py_error, enif_make_tuple2(env, tterm, mterm), tbterm);
-}
-
-/* Turns the pending exception into {'$py_error', {Type, Msg}, Traceback}. */
-static ERL_NIF_TERM error_term(ErlNifEnv *env, pyn_job_t *j)
-{
-    PyObject *type = NULL, *value = NULL, *tb = NULL;
-    ERL_NIF_TERM t;
-
-    PyErr_Fetch(&type, &value, &tb);
-    if (!type)
-        return enif_make_tuple3(env, ATOMS.py_error,
-                                enif_make_tuple2(env, ATOMS.error,
-                                                 text_term(env, NULL, "unknown error")),
-                                text_term(env, NULL, ""));
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (j->cancelled) /* nobody will read it: skip the formatting */
-        t = enif_make_tuple3(env, ATOMS.py_error,
-                             enif_make_tuple2(env, ATOMS.cancelled, ATOMS.cancelled), ATOMS.cancelled);
-    else
-        t = pyx_exception_term(env, type, value, tb);
-    Py_XDECREF(type);
-    Py_XDECREF(value);
-    Py_XDECREF(tb);
-    PyErr_Clear();
-    return t;
-}
-
 /* ---- borrowed requests ----------------------------------------------------
- * While a request is read on its caller's heap (worker.c, "borrowed
+ * While a request is read on its caller's heap (reply.c, "borrowed
  * requests"), no Python code may run: the caller waits for the reading to
  * end.  Conversion runs none of its own, and the cyclic garbage collector
  * (which may run finalizers) is held off until args_done. */
@@ -696,9 +584,8 @@ static PyObject *do_async(pyx_state_t *st, ErlNifEnv *env, const ERL_NIF_TERM *e
 
 /* ---- dispatch ------------------------------------------------------------ */
 
-ERL_NIF_TERM pyx_run(pyn_worker_t *w, pyn_job_t *j)
+ERL_NIF_TERM pyx_run(pyx_state_t *st, pyn_job_t *j)
 {
-    pyx_state_t *st = w->py;
     ErlNifEnv *env;
     const ERL_NIF_TERM *el;
     PyObject *res = NULL;
@@ -715,11 +602,11 @@ ERL_NIF_TERM pyx_run(pyn_worker_t *w, pyn_job_t *j)
         return ATOMS.ok;
     }
     args_begin(j);
-    env = j->env; /* a revoked borrow may have replaced it (worker.c: unborrow) */
+    env = j->env; /* a revoked borrow may have replaced it (reply.c: unborrow) */
     if (!enif_get_tuple(env, j->req, &arity, &el) || arity < 3) {
         args_done();
         PyErr_SetString(PyExc_TypeError, "malformed request");
-        return error_term(env, j);
+        return pyer_pending_term(env, j->cancelled);
     }
     switch (j->kind) {
     case PYN_JOB_CALL:
@@ -745,7 +632,7 @@ ERL_NIF_TERM pyx_run(pyn_worker_t *w, pyn_job_t *j)
     if (!res) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "malformed request");
-        return error_term(env, j);
+        return pyer_pending_term(env, j->cancelled);
     }
     if (j->kind == PYN_JOB_EXEC || j->kind == PYN_JOB_ASYNC || j->kind == PYN_JOB_ASYNC_STREAM) {
         release_later(st, res);
@@ -769,6 +656,6 @@ ERL_NIF_TERM pyx_run(pyn_worker_t *w, pyn_job_t *j)
     }
     release_later(st, res);
     if (rc < 0)
-        return error_term(env, j);
+        return pyer_pending_term(env, j->cancelled);
     return enif_make_tuple2(env, ATOMS.ok, out);
 }

@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "py_runtime.h"
-#include "py_erlang_mod.h"
 
 #ifndef PYN_LIBPYTHON
 #define PYN_LIBPYTHON "libpython3.11.so.1.0"
@@ -22,6 +21,7 @@
 
 static int started;
 static PyThreadState *main_tstate;
+static const pyr_boot_t *boot_hooks; /* set once, before the interpreter starts */
 
 /* ---- arena cache ---------------------------------------------------------
  * CPython's object allocator maps 1 MiB arenas and unmaps each as soon as it
@@ -84,7 +84,7 @@ static void pin_self(void)
         self_handle = dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE);
 }
 
-int pyr_start(char *err, size_t errlen)
+int pyr_start(const pyr_boot_t *boot, char *err, size_t errlen)
 {
     PyStatus status;
     PyConfig config;
@@ -92,6 +92,7 @@ int pyr_start(char *err, size_t errlen)
 
     if (started)
         return 0;
+    boot_hooks = boot;
     pin_self();
     /* Extension modules (_json, _ssl, _ctypes...) resolve libpython symbols
      * from the global namespace: promote the library we were linked with. */
@@ -118,8 +119,8 @@ int pyr_start(char *err, size_t errlen)
         PyObjectArenaAllocator arenas = {NULL, arena_alloc, arena_free};
         PyObject_SetArenaAllocator(&arenas);
     }
-    if (PyImport_AppendInittab("erlang", pym_init_module) < 0) {
-        snprintf(err, errlen, "cannot register the erlang module");
+    if (PyImport_AppendInittab(boot->module_name, boot->module_init) < 0) {
+        snprintf(err, errlen, "cannot register the %s module", boot->module_name);
         return -1;
     }
     PyConfig_InitPythonConfig(&config);
@@ -136,9 +137,9 @@ int pyr_start(char *err, size_t errlen)
         goto fail;
     PyConfig_Clear(&config);
 
-    if (pym_setup() < 0) {
+    if (boot->after_start() < 0) {
         PyErr_Print();
-        snprintf(err, errlen, "cannot set up the erlang module");
+        snprintf(err, errlen, "cannot set up the %s module", boot->module_name);
         main_tstate = PyEval_SaveThread();
         return -1;
     }
@@ -198,7 +199,9 @@ void *pyr_main_tstate(void)
 
 void pyr_interrupt(unsigned long tid)
 {
-    PyThreadState_SetAsyncExc(tid, pym_interrupt_exc());
+    PyObject *exc = boot_hooks->interrupt_exc();
+    if (exc)
+        PyThreadState_SetAsyncExc(tid, exc);
 }
 
 void pyr_clear_interrupt(unsigned long tid)

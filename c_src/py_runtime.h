@@ -6,9 +6,18 @@
 
 #include <stddef.h>
 
+/* What the layers above give the interpreter at start-up (they are above
+ * this unit: it reaches them only through this table).  Static storage. */
+typedef struct {
+    const char *module_name;           /* a builtin module ("erlang") ... */
+    struct _object *(*module_init)(void); /* ... and its init function */
+    int (*after_start)(void);          /* GIL held, once started; 0 ok */
+    struct _object *(*interrupt_exc)(void); /* borrowed: what pyr_interrupt raises */
+} pyr_boot_t;
+
 /* Starts the interpreter on the calling thread (which becomes Python's main
  * thread) and releases the GIL.  Idempotent.  0 ok, else -1 with err set. */
-int pyr_start(char *err, size_t errlen);
+int pyr_start(const pyr_boot_t *boot, char *err, size_t errlen);
 /* Interpreter version string (no GIL needed). */
 const char *pyr_version(void);
 

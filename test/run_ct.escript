@@ -55,7 +55,7 @@ failures([<<"=case", Rest/binary>> | T], _Case) ->
 failures([<<"=result", Rest/binary>> | T], Case) ->
     Result = string:trim(Rest),
     case Result of
-        <<"ok">> -> ok;
+        <<"ok", _/binary>> -> ok;
         <<"skipped", _/binary>> -> ok;
         _ ->
             More = lists:sublist(lists:takewhile(fun(L) -> not is_field(L) end, T), 12),

@@ -1,0 +1,90 @@
+/* executor.h — the executor interface: how a worker runs Python.
+ *
+ * The pool (pool.h) owns the workers' OS threads, the queues, the job
+ * lifecycle, the fast path (polling, hand-over, borrowed requests),
+ * cancellation and callback waits.  What differs between kinds of worker
+ * (one shared GIL today; own-GIL sub-interpreters and isolated OS
+ * processes next) is behind this table: how Python is booted, how a
+ * worker thread attaches to it, takes and gives up the right to run
+ * Python, runs a request, frees what it kept, and how it is interrupted
+ * or abandoned.  One table per pool, chosen when the pool boots; each
+ * worker keeps the context its attach returned.
+ *
+ * Threads and locks, for every operation below:
+ * - "worker thread": the pool's thread for that worker (worker.c),
+ *   which calls attach first and detach last;
+ * - "entered": between enter and leave on that thread (for the thread
+ *   executor: the GIL is held);
+ * - the pool lock (pool_internal.h) is never held when an operation is
+ *   called, except where noted; an operation may not take it except
+ *   through the claim callback it is given.  Lock order: entered (GIL),
+ *   then pool lock.
+ * The pool reaches an executor only through this table, and an executor
+ * never calls into the pool except through the callbacks it is passed:
+ * executors sit below the pool. */
+#ifndef PYN_EXECUTOR_H
+#define PYN_EXECUTOR_H
+
+#include <stddef.h>
+#include <erl_nif.h>
+
+#include "job.h"
+
+typedef struct pyn_executor {
+    const char *name; /* "thread" ... (stats, logs) */
+    /* Whether a worker may read a request in place on its caller's heap
+     * (the borrow protocol of job.h / reply.c): an in-process executor. */
+    int borrows;
+
+    /* Process-wide set-up (the interpreter), once, before any attach, on
+     * the pool's watchdog thread, which the executor may make Python's
+     * main thread.  0, or -1 with err filled. */
+    int (*boot)(char *err, size_t errlen);
+
+    /* Worker thread, at its start, not entered: creates the worker's
+     * execution state (thread state, namespace).  NULL on failure (the
+     * worker then ends; detach is still called with NULL). */
+    void *(*attach)(int worker_id);
+    /* Worker thread, at its end, not entered: destroys what attach made. */
+    void (*detach)(void *ctx);
+
+    /* Worker thread: takes (blocking until it has it) / gives up the right
+     * to run Python.  enter is also where a worker waits for the GIL. */
+    void (*enter)(void *ctx);
+    void (*leave)(void *ctx);
+
+    /* Worker thread, entered: runs job j (a request or a control job) and
+     * returns its reply built in j->env.  May call back into the Erlang
+     * side through the `erlang` module (whose waits leave and enter). */
+    ERL_NIF_TERM (*run)(void *ctx, pyn_job_t *j);
+    /* Whether run kept objects to free once its reply is sent: a plain
+     * read, callable from the worker thread with the pool lock held. */
+    int (*has_deferred)(void *ctx);
+    /* Worker thread, entered: frees them (may run any Python code: a
+     * finalizer may block or leave and enter). */
+    void (*release_deferred)(void *ctx);
+
+    /* Watchdog thread, neither entered nor holding the pool lock: raises
+     * an interrupt in the Python code of the job worker w runs.  The
+     * executor calls claim(w) once it can raise it at once (the thread
+     * executor: with the GIL held, so the job cannot end meanwhile) and
+     * raises it only if claim returns 1; claim takes the pool lock, checks
+     * the job is still overdue and marks it interrupted.  ctx may be
+     * dereferenced only after claim returned 1. */
+    void (*interrupt)(void *ctx, pyn_worker_t *w, int (*claim)(pyn_worker_t *w));
+    /* Worker thread, entered, after a job that was interrupted: drops an
+     * interrupt raised too late to fire in it. */
+    void (*clear_interrupt)(void *ctx);
+    /* Watchdog thread, pool lock held: worker w was abandoned (its job
+     * outlived the grace period; the pool has answered its callers and
+     * starts a replacement).  Stops it by a means that takes no lock (an
+     * OS process is killed); NULL: nothing to do (a thread is left to end
+     * on its own, its replacement running meanwhile).  ctx is valid: the
+     * worker's thread is still in its job. */
+    void (*abandon)(void *ctx);
+} pyn_executor_t;
+
+/* The executor of one shared interpreter and GIL (exec_thread.c). */
+extern const pyn_executor_t pyn_exec_thread;
+
+#endif

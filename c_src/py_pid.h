@@ -1,0 +1,17 @@
+/* py_pid.h — erlang.Pid objects (py_pid.c).  GIL held. */
+#ifndef PYN_PY_PID_H
+#define PYN_PY_PID_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <erl_nif.h>
+
+/* The type; PyType_Ready is called by the `erlang` module's init. */
+extern PyTypeObject pyp_PidType;
+
+/* A new erlang.Pid, or NULL with MemoryError. */
+PyObject *pyp_pid_new(const ErlNifPid *pid);
+/* 1 with *pid set if o is an erlang.Pid, else 0 (no exception). */
+int pyp_pid_get(PyObject *o, ErlNifPid *pid);
+
+#endif
