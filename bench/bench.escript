@@ -24,12 +24,14 @@ main(Args) ->
     case Args of
         ["sleep" | _] ->   % escript bench/bench.escript sleep: that section only
             sleep_scaling();
+        ["callbacks" | _] ->
+            callbacks(start_echo());
         _ ->
             Echo = start_echo(),
             latency(Echo),
             throughput(Echo),
             data(),
-            callbacks(),
+            callbacks(Echo),
             idle_cpu(),
             memory_per_worker(),
             sleep_scaling()
@@ -125,14 +127,21 @@ doc(D) -> #{<<"level">> => D, <<"children">> => [doc(D - 1) || _ <- lists:seq(1,
 %% callbacks
 %%--------------------------------------------------------------------
 
-callbacks() ->
+%% Each round: 5000 callbacks timed inside Python, then 5000 round trips of
+%% the baseline; medians of both.
+callbacks(Echo) ->
     header("Python -> Erlang callback round trip (us, measured inside Python)"),
     ok = py:register_function(bench_noop, fun(_) -> ok end),
     Code = <<"(lambda e, t: (lambda t0: ([e.bench_noop() for _ in range(5000)],"
              " (t.perf_counter() - t0) / 5000 * 1e6)[1])(t.perf_counter()))"
              "(__import__('erlang'), __import__('time'))">>,
-    Us = median([begin {ok, X} = py:eval(Code), X end || _ <- lists:seq(1, ?ROUNDS)]),
-    row("erlang.bench_noop() from a synchronous py:eval", Us, none),
+    Rounds = [begin
+                  {ok, X} = py:eval(Code),
+                  {X, time_calls(fun() -> x = gen_server:call(Echo, x) end, 5000)}
+              end || _ <- lists:seq(1, ?ROUNDS)],
+    GS = median([G || {_, G} <- Rounds]),
+    row("gen_server:call round trip (baseline)", GS, none),
+    row("erlang.bench_noop() from a synchronous py:eval", median([X || {X, _} <- Rounds]), GS),
     io:format("~n").
 
 %%--------------------------------------------------------------------

@@ -13,6 +13,12 @@
 #include "py_runtime.h"
 #include "pool.h"
 
+/* Whether a request may be read in place on its caller's heap (see
+ * reply.c): when the executor can, unless ERLANG_PYTHON_COPY_REQUESTS is
+ * set (make valgrind sets it: memcheck cannot follow the caller's heap
+ * under OTP's JIT; make asan checks the borrowed path). */
+static int borrow_ok;
+
 static int load_common(ErlNifEnv *env)
 {
     char err[300];
@@ -24,6 +30,7 @@ static int load_common(ErlNifEnv *env)
         enif_fprintf(stderr, "erlang_python: %s\r\n", err);
         return 2;
     }
+    borrow_ok = pyn_pool_borrows() && !getenv("ERLANG_PYTHON_COPY_REQUESTS");
     return 0;
 }
 
@@ -207,8 +214,8 @@ static ERL_NIF_TERM submit(ErlNifEnv *env, const ERL_NIF_TERM argv[], int normal
     /* Probably handed over (and not a coroutine's request, whose reply
      * handle must outlive the read): the worker reads the request in
      * place.  Else it is copied. */
-    if (job->sync && !nested && kind != PYN_JOB_ASYNC && kind != PYN_JOB_ASYNC_STREAM &&
-        pyn_handoff_likely(target, job->patient)) {
+    if (borrow_ok && job->sync && !nested && kind != PYN_JOB_ASYNC &&
+        kind != PYN_JOB_ASYNC_STREAM && pyn_handoff_likely(target, job->patient)) {
         job->req = argv[2];
         job->borrow = PYN_BR_BORROWED;
     } else {

@@ -5,6 +5,11 @@
 #include "pool_internal.h"
 #include "py_erlang_mod.h"
 
+int pyn_pool_borrows(void)
+{
+    return P.ex && P.ex->borrows;
+}
+
 int pyn_resources_init(ErlNifEnv *env)
 {
     if (pyn_job_types_init(env, pyn_job_down) != 0 || pyn_worker_type_init(env) != 0)

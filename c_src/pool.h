@@ -29,10 +29,14 @@ extern ErlNifResourceType *pyn_worker_type;
 /* Opens the resource types (job, async reply, worker, the `erlang`
  * module's waiter); from load/upgrade.  0 on success. */
 int pyn_resources_init(ErlNifEnv *env);
-/* Creates the pool lock's companions and starts the watchdog thread, which
- * boots the executor (the interpreter).  Idempotent.  0 on success, else
- * fills err. */
+/* Chooses the executor, installs the `erlang` module's callback table and
+ * starts the watchdog thread, which boots the executor (the interpreter);
+ * waits for that.  Idempotent.  0 on success, else fills err. */
 int pyn_pool_boot(char *err, size_t errlen);
+
+/* Whether the pool's executor can read a request in place on its
+ * caller's heap (PYN_BR_BORROWED); after pyn_pool_boot. */
+int pyn_pool_borrows(void);
 
 /* Registers the pool and callback-runner processes; retires all workers
  * left by an earlier pool instance. */

@@ -19,6 +19,11 @@
 #  * --smc-check=all: JIT code lives in a memfd double mapping, which the
 #    default (anonymous mappings only) does not watch for code patching;
 #    without it the emulator crashes on stale translations.
+#  * ERLANG_PYTHON_COPY_REQUESTS=1: requests are always copied, never read
+#    in place on the caller's heap (borrowed, see c_src/reply.c).  That heap
+#    is where the JIT keeps the caller's Erlang stack, so memcheck marks its
+#    live words unaddressable (below) and a worker reading them is reported.
+#    `make asan` checks the borrowed path.
 #  * The suites are compiled natively first and run with auto_compile off:
 #    the Erlang compiler run under valgrind crashes (GC) with this JIT.
 #  * The JIT runs Erlang code on the process stack, inside the Erlang heap
@@ -81,7 +86,7 @@ mapfile -t ARGS < <("$BINDIR/erlexec" -emu_args_exit \
 echo "valgrind: memcheck over $SUITES (log: $LOG)"
 start=$(date +%s)
 set +e
-PYTHONMALLOC=malloc valgrind \
+ERLANG_PYTHON_COPY_REQUESTS=1 PYTHONMALLOC=malloc valgrind \
     --tool=memcheck \
     --error-exitcode=42 \
     --suppressions=scripts/valgrind.supp \
