@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "atoms.h"
+#include "py_compat.h"
 #include "py_convert.h"
 #include "py_pid.h"
 
@@ -446,7 +447,7 @@ static int bigint_term(ErlNifEnv *env, PyObject *o, int negative, ERL_NIF_TERM *
     buf[4] = (unsigned char)(nbytes >> 8);
     buf[5] = (unsigned char)nbytes;
     buf[6] = negative ? 1 : 0;
-    if (_PyLong_AsByteArray((PyLongObject *)a, buf + 7, nbytes, 1, 0) < 0)
+    if (pyk_long_as_bytes(a, buf + 7, nbytes) < 0)
         goto done;
     if (!enif_binary_to_term(env, buf, 7 + nbytes, out, 0)) {
         PyErr_SetString(PyExc_OverflowError, "integer too large for Erlang");
@@ -465,8 +466,7 @@ static int int_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out)
     long long v;
 
     /* One-digit ints (|v| < 2**30) are read directly. */
-    if (small_ok && PyLong_CheckExact(o) && Py_SIZE(o) >= -1 && Py_SIZE(o) <= 1) {
-        v = (long long)Py_SIZE(o) * (long long)((PyLongObject *)o)->ob_digit[0];
+    if (small_ok && PyLong_CheckExact(o) && pyk_long_small(o, &v)) {
         *out = (ERL_NIF_TERM)(((ErlNifSInt64)v * 16) | SMALL_TAG);
         return 0;
     }

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "py_compat.h"
 #include "py_convert.h"
 #include "py_pid.h"
 #include "py_etf.h"
@@ -160,7 +161,7 @@ static int integer(buf_t *b, PyObject *o)
         put_tag32(b, LARGE_BIG_EXT, (uint32_t)n);
     }
     put8(b, (unsigned)neg);
-    if (_PyLong_AsByteArray((PyLongObject *)a, b->bin.data + b->len, n, 1, 0) < 0) {
+    if (pyk_long_as_bytes(a, b->bin.data + b->len, n) < 0) {
         Py_DECREF(a);
         return -1;
     }

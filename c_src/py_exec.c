@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "atoms.h"
+#include "py_compat.h"
 #include "py_convert.h"
 #include "py_erlang_mod.h"
 #include "py_error.h"
@@ -302,7 +303,7 @@ static PyObject *resolve_cached(pyx_state_t *st, ErlNifEnv *env, ERL_NIF_TERM m,
         return resolve(st, env, m, f);
     e = &st->fns[((m >> 6) * 31 + (f >> 6)) % PYX_FN_CACHE];
     if (e->mod == m && e->fun == f &&
-        ((PyDictObject *)e->owner)->ma_version_tag == e->version) {
+        pyk_dict_version(e->owner) == e->version) {
         Py_INCREF(e->callable);
         return e->callable;
     }
@@ -326,7 +327,7 @@ static PyObject *resolve_cached(pyx_state_t *st, ErlNifEnv *env, ERL_NIF_TERM m,
     e->fun = f;
     Py_INCREF(owner);
     e->owner = owner;
-    e->version = ((PyDictObject *)owner)->ma_version_tag;
+    e->version = pyk_dict_version(owner);
     Py_INCREF(fn);
     e->callable = fn;
     return fn;

@@ -30,7 +30,8 @@ LAYERS = [
     ["py_runtime"],                                      # the interpreter
     ["atoms"],                                           # leaf
 ]
-HEADER_UNIT = {"pool": "queue", "pool_internal": "queue", "executor": "exec_thread"}
+HEADER_UNIT = {"pool": "queue", "pool_internal": "queue", "executor": "exec_thread",
+               "py_compat": "atoms"}  # header-only leaf
 
 ORDER = [u for layer in LAYERS for u in layer]
 RANK = {u: i for i, u in enumerate(ORDER)}
