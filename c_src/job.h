@@ -141,13 +141,6 @@ static inline void pyn_cpu_relax(void)
     __builtin_ia32_pause();
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
-/* Polls until *word (one of a job's atomic words) holds value. */
-static inline void pyn_spin_until(const int *word, int value)
-{
-    while (__atomic_load_n(word, __ATOMIC_ACQUIRE) != value)
-        pyn_cpu_relax();
-}
-
 #endif
 }
 

@@ -69,29 +69,35 @@ static void abandon_locked(pyn_worker_t *w)
 static int handle_overdue(int *outstanding)
 {
     pyn_worker_t *due[2 * PYN_MAX_WORKERS];
+    void *ctx[2 * PYN_MAX_WORKERS];
     int n = 0;
     int64_t now = pyn_now_ms();
 
+    /* First any worker stuck past its grace: abandoning it needs no GIL,
+     * so it never waits behind the interrupts below. */
     for (int i = 0; i < P.nall; i++) {
         pyn_worker_t *w = P.all[i];
-        if (!overdue(w))
-            continue;
-        if (!w->current->interrupt_sent) {
-            enif_keep_resource(w);
-            due[n++] = w;
-        } else if (w->state == PYN_W_ALIVE) {
+        if (overdue(w) && w->current->interrupt_sent && w->state == PYN_W_ALIVE) {
             *outstanding = 1;
-            if (n == 0 && now - w->current->interrupt_at >= P.grace_ms) {
+            if (now - w->current->interrupt_at >= P.grace_ms) {
                 abandon_locked(w);
                 return 1;
             }
+        }
+    }
+    for (int i = 0; i < P.nall; i++) {
+        pyn_worker_t *w = P.all[i];
+        if (overdue(w) && !w->current->interrupt_sent) {
+            enif_keep_resource(w);
+            ctx[n] = w->ex_ctx; /* read under the lock */
+            due[n++] = w;
         }
     }
     if (n == 0)
         return 0;
     pthread_mutex_unlock(&P.lock);
     for (int i = 0; i < n; i++) {
-        P.ex->interrupt(due[i]->ex_ctx, due[i], claim_interrupt);
+        P.ex->interrupt(ctx[i], due[i], claim_interrupt);
         enif_release_resource(due[i]);
     }
     pthread_mutex_lock(&P.lock);
