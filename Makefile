@@ -4,7 +4,7 @@ REBAR ?= rebar3
 EBIN := _build/default/lib/erlang_python/ebin
 ERL_RUN := erl -noshell -pa $(EBIN)
 
-.PHONY: all deps compile demo shell test ct asan valgrind lint dialyzer xref bench clean
+.PHONY: all deps compile demo shell test test-subinterp ct asan valgrind lint dialyzer xref bench clean
 
 all: compile
 
@@ -21,8 +21,23 @@ shell: compile
 	@erl -pa $(EBIN) -eval 'application:ensure_all_started(erlang_python)'
 
 # Common Test suites (test/*_SUITE.erl); SUITES=name,name to pick some.
+# First against Debian's Python 3.11 (execution_mode shared_gil), then, when
+# pyenv has Python $(SUBINTERP_PY), against a build for it, where the
+# workers are own-GIL sub-interpreters (execution_mode auto -> subinterp).
+SUBINTERP_PY ?= 3.13
+PYENV_ROOT ?= $(HOME)/.pyenv
 test: compile
 	@escript test/run_ct.escript $(SUITES)
+	@$(MAKE) -s test-subinterp
+
+test-subinterp: compile
+	@if ls -d $(PYENV_ROOT)/versions/$(SUBINTERP_PY).* >/dev/null 2>&1; then \
+	   $(MAKE) -s -C c_src PY=$(SUBINTERP_PY) && \
+	   ERLANG_PYTHON_NIF=$(CURDIR)/_build/py$(SUBINTERP_PY)/py_nif.so \
+	   escript test/run_ct.escript $(SUITES); \
+	 else \
+	   echo "test: no pyenv Python $(SUBINTERP_PY) under $(PYENV_ROOT): sub-interpreter run not done"; \
+	 fi
 
 ct: test
 

@@ -65,12 +65,16 @@ typedef struct pyn_executor {
     void (*release_deferred)(void *ctx);
 
     /* Watchdog thread, neither entered nor holding the pool lock: raises
-     * an interrupt in the Python code of the job worker w runs.  The
-     * executor calls claim(w) once it can raise it at once (the thread
-     * executor: with the GIL held, so the job cannot end meanwhile) and
-     * raises it only if claim returns 1; claim takes the pool lock, checks
-     * the job is still overdue and marks it interrupted.  ctx may be
-     * dereferenced only after claim returned 1. */
+     * an interrupt in the Python code of the job worker w runs.  claim(w)
+     * takes the pool lock and returns 1 while w's job is still overdue,
+     * marking it interrupted the first time (its grace period starts
+     * then); the executor raises the interrupt only where claim returned 1
+     * with the job unable to end meanwhile (the thread executor: claims
+     * with the GIL held; the sub-interpreter one: claims at once, and again
+     * in the worker's interpreter before it raises).  claim may be called
+     * later from a thread of w's executor while w's thread lives.  ctx is
+     * valid for the whole call (the worker's thread waits for it before
+     * detaching). */
     void (*interrupt)(void *ctx, pyn_worker_t *w, int (*claim)(pyn_worker_t *w));
     /* Worker thread, entered, after a job that was interrupted: drops an
      * interrupt raised too late to fire in it. */
@@ -86,5 +90,8 @@ typedef struct pyn_executor {
 
 /* The executor of one shared interpreter and GIL (exec_thread.c). */
 extern const pyn_executor_t pyn_exec_thread;
+/* The executor of own-GIL sub-interpreters, one per worker, Python 3.12+
+ * (exec_subinterp.c). */
+extern const pyn_executor_t pyn_exec_subinterp;
 
 #endif

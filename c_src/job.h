@@ -31,6 +31,7 @@ typedef enum {
     PYN_JOB_ASYNC_STREAM, /* drain an async generator on the asyncio loop */
     PYN_JOB_WIPE,         /* control: clear the worker's namespace, no reply */
     PYN_JOB_CLEAR_CACHES, /* control: forget cached modules and callables */
+    PYN_JOB_SETUP,        /* control: run the source in req (a binary) */
     PYN_JOB_SLOT          /* a semaphore slot held by a process, no Python */
 } pyn_kind_t;
 

@@ -19,18 +19,13 @@
  * under OTP's JIT; make asan checks the borrowed path). */
 static int borrow_ok;
 
+/* Python itself starts with the pool (pool_attach), in the mode it asks. */
 static int load_common(ErlNifEnv *env)
 {
-    char err[300];
     pyn_atoms_init(env);
     pyc_init(env);
     if (pyn_resources_init(env) != 0)
         return 1;
-    if (pyn_pool_boot(err, sizeof err) != 0) {
-        enif_fprintf(stderr, "erlang_python: %s\r\n", err);
-        return 2;
-    }
-    borrow_ok = pyn_pool_borrows() && !getenv("ERLANG_PYTHON_COPY_REQUESTS");
     return 0;
 }
 
@@ -269,15 +264,27 @@ static ERL_NIF_TERM nif_cancel(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     return pyn_cancel(env, job);
 }
 
-/* pool_attach(PoolPid, RunnerPid, GraceMs) */
+/* pool_attach(PoolPid, RunnerPid, GraceMs, Mode): starts Python in Mode
+ * (shared_gil | subinterp) the first time; ok | {error, Message}. */
 static ERL_NIF_TERM nif_pool_attach(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     ErlNifPid pool, runner;
     int grace;
+    pyn_mode_t mode;
+    char err[300];
     (void)argc;
     if (!enif_get_local_pid(env, argv[0], &pool) || !enif_get_local_pid(env, argv[1], &runner) ||
         !enif_get_int(env, argv[2], &grace) || grace < 0)
         return enif_make_badarg(env);
+    if (enif_is_identical(argv[3], enif_make_atom(env, "shared_gil")))
+        mode = PYN_MODE_SHARED_GIL;
+    else if (enif_is_identical(argv[3], enif_make_atom(env, "subinterp")))
+        mode = PYN_MODE_SUBINTERP;
+    else
+        return enif_make_badarg(env);
+    if (pyn_pool_boot(mode, err, sizeof err) != 0)
+        return error_tuple(env, err);
+    borrow_ok = pyn_pool_borrows() && !getenv("ERLANG_PYTHON_COPY_REQUESTS");
     pyn_pool_attach(env, &pool, &runner, grace);
     return ATOMS.ok;
 }
@@ -463,6 +470,18 @@ static ERL_NIF_TERM nif_slot_release(ErlNifEnv *env, int argc, const ERL_NIF_TER
     return pyn_slot_release(env, j) ? ATOMS.true : ATOMS.false;
 }
 
+/* setup(Source, Keep): runs Source on every worker (and, with Keep, on
+ * every worker started later, first). */
+static ERL_NIF_TERM nif_setup(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    if (!enif_is_binary(env, argv[0]) || !enif_is_atom(env, argv[1]))
+        return enif_make_badarg(env);
+    if (pyn_setup(env, argv[0], enif_is_identical(argv[1], ATOMS.true)) != 0)
+        return error_tuple(env, "out of memory");
+    return ATOMS.ok;
+}
+
 static ERL_NIF_TERM nif_clear_caches(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     (void)env;
@@ -472,18 +491,18 @@ static ERL_NIF_TERM nif_clear_caches(ErlNifEnv *env, int argc, const ERL_NIF_TER
     return ATOMS.ok;
 }
 
-/* execution_info() -> {Mode, SubinterpSupported} for this Python build. */
+/* execution_info() -> {Mode, SubinterpSupported}: the mode Python runs in
+ * (multi_executor: shared GIL; subinterp; none: not started yet) and
+ * whether this build can run sub-interpreters with their own GIL. */
 static ERL_NIF_TERM nif_execution_info(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
+    int mode = pyn_pool_mode();
+    ERL_NIF_TERM m = mode == PYN_MODE_SUBINTERP     ? enif_make_atom(env, "subinterp")
+                     : mode == PYN_MODE_SHARED_GIL ? enif_make_atom(env, "multi_executor")
+                                                    : enif_make_atom(env, "none");
     (void)argc;
     (void)argv;
-#if defined(Py_GIL_DISABLED)
-    return enif_make_tuple2(env, enif_make_atom(env, "free_threaded"), ATOMS.true);
-#elif PY_VERSION_HEX >= 0x030C0000
-    return enif_make_tuple2(env, enif_make_atom(env, "multi_executor"), ATOMS.true);
-#else
-    return enif_make_tuple2(env, enif_make_atom(env, "multi_executor"), ATOMS.false);
-#endif
+    return enif_make_tuple2(env, m, pyr_subinterp_supported() ? ATOMS.true : ATOMS.false);
 }
 
 static ErlNifFunc funcs[] = {
@@ -494,12 +513,13 @@ static ErlNifFunc funcs[] = {
     {"slot_acquire", 1, nif_slot_acquire, 0},
     {"slot_release", 1, nif_slot_release, 0},
     {"clear_caches", 0, nif_clear_caches, 0},
+    {"setup", 2, nif_setup, 0},
     {"execution_info", 0, nif_execution_info, 0},
     {"submit", 4, nif_submit_normal, 0},
     {"submit_dirty", 4, nif_submit_dirty, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"job_age", 1, nif_job_age, 0},
     {"cancel", 1, nif_cancel, 0},
-    {"pool_attach", 3, nif_pool_attach, 0},
+    {"pool_attach", 4, nif_pool_attach, 0},
     {"pool_shutdown", 0, nif_pool_shutdown, 0},
     {"worker_start", 1, nif_worker_start, 0},
     {"worker_retire", 1, nif_worker_retire, 0},

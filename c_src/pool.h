@@ -29,10 +29,18 @@ extern ErlNifResourceType *pyn_worker_type;
 /* Opens the resource types (job, async reply, worker, the `erlang`
  * module's waiter); from load/upgrade.  0 on success. */
 int pyn_resources_init(ErlNifEnv *env);
-/* Chooses the executor, installs the `erlang` module's callback table and
- * starts the watchdog thread, which boots the executor (the interpreter);
- * waits for that.  Idempotent.  0 on success, else fills err. */
-int pyn_pool_boot(char *err, size_t errlen);
+/* How workers run Python: one shared interpreter and GIL (exec_thread.c),
+ * or one own-GIL sub-interpreter each (exec_subinterp.c, Python 3.12+). */
+typedef enum { PYN_MODE_SHARED_GIL, PYN_MODE_SUBINTERP } pyn_mode_t;
+
+/* Chooses the executor for mode, installs the `erlang` module's callback
+ * table and starts the watchdog thread, which boots the executor (the
+ * interpreter); waits for that.  Once per OS process: a later call with
+ * the same mode returns the first outcome, with another mode fails (the
+ * interpreter is never finalized).  0 on success, else fills err. */
+int pyn_pool_boot(pyn_mode_t mode, char *err, size_t errlen);
+/* The booted mode; -1 before a successful boot. */
+int pyn_pool_mode(void);
 
 /* Whether the pool's executor can read a request in place on its
  * caller's heap (PYN_BR_BORROWED); after pyn_pool_boot. */
@@ -58,6 +66,11 @@ uint64_t pyn_worker_bind(pyn_worker_t *w, int bind);
 int pyn_worker_control(pyn_worker_t *w, pyn_kind_t kind);
 /* Queues a control job on every worker in service. */
 void pyn_broadcast(pyn_kind_t kind);
+/* Queues a PYN_JOB_SETUP job running Python source src (a binary) on
+ * every worker in service; with keep, src also replaces the setup every
+ * worker started later runs first (sub-interpreters each have their own
+ * sys.path, sys.modules...).  0 ok, -1 out of memory. */
+int pyn_setup(ErlNifEnv *env, ERL_NIF_TERM src, int keep);
 
 /* Queues a job.  target NULL: shared queue; nested: the target's nested
  * queue; else the target's own queue, if its generation is gen.  Returns 0,

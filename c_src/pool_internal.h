@@ -68,6 +68,7 @@ struct pyn_worker {
     pthread_cond_t cond;
     pthread_t thread;
     void *ex_ctx;         /* what the executor's attach returned */
+    int interrupting;     /* the watchdog is in the executor's interrupt */
     pyn_job_t *current;   /* innermost job being run */
     int waiting;          /* in a callback wait: not running Python */
     int depth;            /* callback nesting depth */
@@ -100,6 +101,8 @@ typedef struct {
     int has_pool;
     ErlNifPid pool_pid, runner_pid;
     int grace_ms;
+    ErlNifEnv *setup_env; /* the setup new workers run first (pyn_setup) */
+    ERL_NIF_TERM setup_src;
     /* watchdog */
     pthread_cond_t wd_cond;
     int wd_kick;

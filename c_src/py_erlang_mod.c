@@ -11,13 +11,12 @@
 #include "py_convert.h"
 #include "py_erlang_mod.h"
 #include "py_error.h"
+#include "py_interp.h"
 #include "py_pid.h"
 #include "job.h"
 
 #define PYM_RECURSION_CAP 20000
 
-static PyObject *ErlangError;
-static PyObject *Interrupted;
 static const pym_host_t *host; /* the pool's, set once at boot */
 
 void pym_set_host(const pym_host_t *h)
@@ -71,9 +70,46 @@ int pym_types_init(ErlNifEnv *env)
     return waiter_type ? 0 : -1;
 }
 
+/* ---- the exception classes, one pair per interpreter ------------------ */
+
+static int make_exceptions(pyi_state_t *s)
+{
+    if (!s->erlang_error &&
+        !(s->erlang_error = PyErr_NewExceptionWithDoc(
+              "erlang.ErlangError", "An Erlang function called from Python failed.", NULL, NULL)))
+        return -1;
+    if (!s->interrupted &&
+        !(s->interrupted = PyErr_NewExceptionWithDoc(
+              "erlang.Interrupted",
+              "Raised in Python code whose Erlang caller gave up (timeout, exit, shutdown).",
+              PyExc_BaseException, NULL)))
+        return -1;
+    return 0;
+}
+
 PyObject *pym_interrupt_exc(void)
 {
-    return Interrupted;
+    pyi_state_t *s = pyi_state();
+    if (!s || make_exceptions(s) < 0)
+        return NULL;
+    return s->interrupted;
+}
+
+/* Raises erlang.ErlangError (or the failure to make it) with msg. */
+static PyObject *erlang_error(const char *msg)
+{
+    pyi_state_t *s = pyi_state();
+    if (s && make_exceptions(s) == 0)
+        PyErr_SetString(s->erlang_error, msg);
+    return NULL;
+}
+
+static PyObject *erlang_error_class(void)
+{
+    pyi_state_t *s = pyi_state();
+    if (!s || make_exceptions(s) < 0)
+        return NULL;
+    return s->erlang_error;
 }
 
 /* ---- erlang._Reply: delivers a coroutine's outcome -------------------- */
@@ -85,9 +121,11 @@ typedef struct {
 static void reply_dealloc(PyObject *self)
 {
     ReplyObject *o = (ReplyObject *)self;
+    PyTypeObject *tp = Py_TYPE(self);
     if (o->r)
         enif_release_resource(o->r);
-    Py_TYPE(self)->tp_free(self);
+    tp->tp_free(self);
+    Py_DECREF(tp); /* a heap type: each instance holds it */
 }
 
 static PyObject *reply_send(ReplyObject *o, ERL_NIF_TERM reply, ErlNifEnv *m)
@@ -155,20 +193,30 @@ static PyMethodDef reply_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject ReplyType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "erlang._Reply",
-    .tp_basicsize = sizeof(ReplyObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Where the outcome of py:async_call goes (internal).",
-    .tp_dealloc = reply_dealloc,
-    .tp_methods = reply_methods,
-    .tp_getset = reply_getset,
+static PyType_Slot reply_slots[] = {
+    {Py_tp_doc, (void *)"Where the outcome of py:async_call goes (internal)."},
+    {Py_tp_dealloc, (void *)reply_dealloc},
+    {Py_tp_methods, reply_methods},
+    {Py_tp_getset, reply_getset},
+    {0, NULL},
+};
+
+static PyType_Spec reply_spec = {
+    .name = "erlang._Reply",
+    .basicsize = sizeof(ReplyObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = reply_slots,
 };
 
 PyObject *pym_reply_new(pyn_areply_t *r)
 {
-    ReplyObject *o = PyObject_New(ReplyObject, &ReplyType);
-    if (o) {
+    pyi_state_t *s = pyi_state();
+    ReplyObject *o;
+    if (!s)
+        return NULL;
+    if (!s->reply_type && !(s->reply_type = PyType_FromSpec(&reply_spec)))
+        return NULL;
+    if ((o = PyObject_New(ReplyObject, (PyTypeObject *)s->reply_type))) {
         enif_keep_resource(r);
         o->r = r;
     }
@@ -184,12 +232,12 @@ static PyObject *decode_reply(ErlNifEnv *env, ERL_NIF_TERM reply)
     int arity;
     const ERL_NIF_TERM *el;
     ErlNifBinary msg;
-    PyObject *exc = ErlangError;
+    PyObject *exc = erlang_error_class();
 
-    if (!enif_get_tuple(env, reply, &arity, &el) || arity != 2) {
-        PyErr_SetString(ErlangError, "malformed callback reply");
+    if (!exc)
         return NULL;
-    }
+    if (!enif_get_tuple(env, reply, &arity, &el) || arity != 2)
+        return erlang_error("malformed callback reply");
     if (enif_is_identical(el[0], ATOMS.ok))
         return pyc_to_py(env, el[1]);
     if (enif_is_identical(el[0], ATOMS.name_error))
@@ -215,8 +263,7 @@ static PyObject *call_from_thread(ErlNifEnv *m, ERL_NIF_TERM name, ERL_NIF_TERM 
 
     if (!host || !host->runner(&runner)) {
         enif_free_env(m);
-        PyErr_SetString(ErlangError, "erlang_python is not running");
-        return NULL;
+        return erlang_error("erlang_python is not running");
     }
     if (!(wt = enif_alloc_resource(waiter_type, sizeof *wt))) {
         enif_free_env(m);
@@ -228,8 +275,7 @@ static PyObject *call_from_thread(ErlNifEnv *m, ERL_NIF_TERM name, ERL_NIF_TERM 
     if (enif_monitor_process(NULL, wt, &runner, &wt->mon) != 0) {
         enif_free_env(m);
         enif_release_resource(wt);
-        PyErr_SetString(ErlangError, "erlang_python is not running");
-        return NULL;
+        return erlang_error("erlang_python is not running");
     }
     wterm = enif_make_resource(m, wt);
     msg = enif_make_tuple5(m, ATOMS.py_cb, enif_make_tuple2(m, wterm, enif_make_uint64(m, 0)),
@@ -248,7 +294,7 @@ static PyObject *call_from_thread(ErlNifEnv *m, ERL_NIF_TERM name, ERL_NIF_TERM 
     if (wt->ready)
         result = decode_reply(wt->env, wt->result);
     else
-        PyErr_SetString(ErlangError, "the Erlang callback runner exited");
+        erlang_error("the Erlang callback runner exited");
     enif_release_resource(wt);
     return result;
 }
@@ -305,14 +351,16 @@ static PyObject *m_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         enif_free_env(renv);
         return result;
     case PYM_CB_NOT_RUNNING:
-        PyErr_SetString(ErlangError, "erlang_python is not running");
-        return NULL;
+        return erlang_error("erlang_python is not running");
     case PYM_CB_TOO_DEEP:
         PyErr_SetString(PyExc_RecursionError, "Erlang callbacks nested too deeply");
         return NULL;
-    case PYM_CB_CANCELLED:
-        PyErr_SetString(Interrupted, "the Erlang caller gave up (timeout or exit)");
+    case PYM_CB_CANCELLED: {
+        PyObject *exc = pym_interrupt_exc();
+        if (exc)
+            PyErr_SetString(exc, "the Erlang caller gave up (timeout or exit)");
         return NULL;
+    }
     default: /* not a worker running a request: any other Python thread */
         return call_from_thread(m, name, list);
     }
@@ -362,10 +410,7 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef moddef = {
-    PyModuleDef_HEAD_INIT, "erlang", "Calls from Python into the Erlang VM.", -1, methods,
-    NULL, NULL, NULL, NULL,
-};
+
 
 /* Pure-Python part of the module, run in its namespace. */
 static const char helpers[] =
@@ -393,37 +438,43 @@ static const char helpers[] =
     "def state_decr(key, amount=1):\n"
     "    return call('_py_state_decr', key, amount)\n";
 
+/* Fills a new `erlang' module (multi-phase init: once per interpreter
+ * that imports it, with that interpreter's types and classes). */
+static int mod_exec(PyObject *mod)
+{
+    pyi_state_t *s = pyi_state();
+    PyObject *pid = (PyObject *)pyp_pid_type(), *r;
+
+    if (!s || !pid || make_exceptions(s) < 0)
+        return -1;
+    if (PyModule_AddObjectRef(mod, "Pid", pid) < 0 ||
+        PyModule_AddObjectRef(mod, "ErlangError", s->erlang_error) < 0 ||
+        PyModule_AddObjectRef(mod, "Interrupted", s->interrupted) < 0)
+        return -1;
+    if (!(r = PyRun_String(helpers, Py_file_input, PyModule_GetDict(mod), PyModule_GetDict(mod))))
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static PyModuleDef_Slot mod_slots[] = {
+    {Py_mod_exec, (void *)mod_exec},
+#ifdef Py_MOD_PER_INTERPRETER_GIL_SUPPORTED
+    /* No C global holds a Python object (py_interp.h): the module may be
+     * imported by interpreters that each have their own GIL. */
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef moddef = {
+    PyModuleDef_HEAD_INIT, "erlang", "Calls from Python into the Erlang VM.", 0, methods,
+    mod_slots, NULL, NULL, NULL,
+};
+
 PyObject *pym_init_module(void)
 {
-    PyObject *mod = NULL, *r = NULL;
-
-    if (PyType_Ready(&pyp_PidType) < 0 || PyType_Ready(&ReplyType) < 0)
-        return NULL;
-    if (!(mod = PyModule_Create(&moddef)))
-        return NULL;
-    ErlangError = PyErr_NewExceptionWithDoc(
-        "erlang.ErlangError", "An Erlang function called from Python failed.", NULL, NULL);
-    Interrupted = PyErr_NewExceptionWithDoc(
-        "erlang.Interrupted",
-        "Raised in Python code whose Erlang caller gave up (timeout, exit, shutdown).",
-        PyExc_BaseException, NULL);
-    if (!ErlangError || !Interrupted)
-        goto fail;
-    Py_INCREF(&pyp_PidType);
-    if (PyModule_AddObject(mod, "Pid", (PyObject *)&pyp_PidType) < 0)
-        goto fail;
-    Py_INCREF(ErlangError);
-    Py_INCREF(Interrupted);
-    if (PyModule_AddObject(mod, "ErlangError", ErlangError) < 0 ||
-        PyModule_AddObject(mod, "Interrupted", Interrupted) < 0)
-        goto fail;
-    if (!(r = PyRun_String(helpers, Py_file_input, PyModule_GetDict(mod), PyModule_GetDict(mod))))
-        goto fail;
-    Py_DECREF(r);
-    return mod;
-fail:
-    Py_XDECREF(mod);
-    return NULL;
+    return PyModuleDef_Init(&moddef);
 }
 
 /* Interpreter-wide safety settings, run once at start-up:

@@ -8,11 +8,16 @@
 #include "atoms.h"
 #include "py_convert.h"
 #include "py_error.h"
+#include "py_interp.h"
 
 #define PYER_DYN_ATOMS_MAX 1000 /* atoms made for non-builtin exception names */
+/* Traceback entries formatted, from the outermost: an exception object
+ * raised again and again keeps every raise in its traceback, and Python
+ * 3.13 spends ~30 us per entry formatting it (caret positions), so that an
+ * unbounded traceback made each new raise slower than the last. */
+#define PYER_TB_LIMIT 50
 
-static PyObject *format_exc; /* traceback.format_exception */
-static int dyn_atoms;        /* GIL-protected */
+static int dyn_atoms; /* atomic: interpreters with their own GILs share it */
 
 /* The exception class name as an atom: always for builtin classes, for
  * others only while fewer than PYER_DYN_ATOMS_MAX have been made (or if the
@@ -36,10 +41,9 @@ static ERL_NIF_TERM type_term(ErlNifEnv *env, PyObject *type)
             return enif_make_atom_len(env, name, len);
         if (enif_make_existing_atom_len(env, name, len, &t, ERL_NIF_LATIN1))
             return t;
-        if (dyn_atoms < PYER_DYN_ATOMS_MAX) {
-            dyn_atoms++;
+        if (__atomic_fetch_add(&dyn_atoms, 1, __ATOMIC_RELAXED) < PYER_DYN_ATOMS_MAX)
             return enif_make_atom_len(env, name, len);
-        }
+        __atomic_store_n(&dyn_atoms, PYER_DYN_ATOMS_MAX, __ATOMIC_RELAXED); /* no wrap */
     }
     p = enif_make_new_binary(env, len, &t);
     memcpy(p, name, len);
@@ -60,18 +64,27 @@ static ERL_NIF_TERM text_term(ErlNifEnv *env, PyObject *s, const char *fallback)
 static PyObject *format_traceback(PyObject *type, PyObject *value, PyObject *tb)
 {
     PyObject *lines, *sep, *text;
-    if (!format_exc) {
+    pyi_state_t *s = pyi_state();
+    if (!s)
+        return NULL;
+    if (!s->format_exc) {
         PyObject *mod = PyImport_ImportModule("traceback");
         if (!mod)
             return NULL;
-        format_exc = PyObject_GetAttrString(mod, "format_exception");
+        s->format_exc = PyObject_GetAttrString(mod, "format_exception");
         Py_DECREF(mod);
-        if (!format_exc)
+        if (!s->format_exc)
             return NULL;
     }
-    if (!(lines = PyObject_CallFunctionObjArgs(format_exc, type, value ? value : Py_None,
-                                               tb ? tb : Py_None, (PyObject *)NULL)))
-        return NULL;
+    {
+        PyObject *limit = PyLong_FromLong(PYER_TB_LIMIT);
+        lines = limit ? PyObject_CallFunctionObjArgs(s->format_exc, type, value ? value : Py_None,
+                                                     tb ? tb : Py_None, limit, (PyObject *)NULL)
+                      : NULL;
+        Py_XDECREF(limit);
+        if (!lines)
+            return NULL;
+    }
     sep = PyUnicode_FromString("");
     text = sep ? PyUnicode_Join(sep, lines) : NULL;
     Py_XDECREF(sep);

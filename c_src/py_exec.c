@@ -11,6 +11,7 @@
 #include "py_error.h"
 #include "py_etf.h"
 #include "py_exec.h"
+#include "py_interp.h"
 
 #define PYX_CODE_CACHE_MAX 1024
 
@@ -61,7 +62,17 @@ void pyx_release_later(pyx_state_t *st)
         Py_DECREF(st->later[--st->nlater]);
 }
 
-static PyObject *code_cache;   /* bytes (mode byte + source) -> code */
+/* Compiled code, shared by the workers of one interpreter: bytes (mode
+ * byte + source) -> code (in the interpreter's state: py_interp.h). */
+static PyObject *code_cache(void)
+{
+    pyi_state_t *s = pyi_state();
+    if (!s)
+        return NULL;
+    if (!s->code_cache)
+        s->code_cache = PyDict_New();
+    return s->code_cache;
+}
 
 /* ---- namespace ----------------------------------------------------------- */
 
@@ -98,7 +109,7 @@ pyx_state_t *pyx_worker_init(void)
     pyx_state_t *st = PyMem_RawCalloc(1, sizeof *st);
     if (!st)
         return NULL;
-    if (!code_cache && !(code_cache = PyDict_New()))
+    if (!code_cache())
         goto fail;
     if (!(st->globals = new_namespace()) || !(st->modules = PyDict_New()))
         goto fail;
@@ -457,9 +468,12 @@ static PyObject *eval_code(PyObject *code, PyObject *g)
  * warnings, codec lookups). */
 static PyObject *compiled(PyObject *key, int mode)
 {
-    PyObject *code = PyDict_GetItemWithError(code_cache, key);
+    PyObject *cache = code_cache(), *code;
     const char *buf = PyBytes_AS_STRING(key);
 
+    if (!cache)
+        return NULL;
+    code = PyDict_GetItemWithError(cache, key);
     if (code) {
         Py_INCREF(code);
     } else if (!PyErr_Occurred()) {
@@ -467,9 +481,9 @@ static PyObject *compiled(PyObject *key, int mode)
         if (!code && mode == Py_eval_input)
             code = split_eval(buf + 1);
         if (code) {
-            if (PyDict_GET_SIZE(code_cache) >= PYX_CODE_CACHE_MAX)
-                PyDict_Clear(code_cache);
-            if (PyDict_SetItem(code_cache, key, code) < 0)
+            if (PyDict_GET_SIZE(cache) >= PYX_CODE_CACHE_MAX)
+                PyDict_Clear(cache);
+            if (PyDict_SetItem(cache, key, code) < 0)
                 PyErr_Clear();
         }
     }
@@ -556,7 +570,7 @@ done:
  * on its own thread).  Returns None once it is scheduled. */
 static PyObject *do_async(pyx_state_t *st, ErlNifEnv *env, const ERL_NIF_TERM *el, int stream)
 {
-    static PyObject *start;
+    pyi_state_t *s = pyi_state();
     pyn_areply_t *r;
     PyObject *coro = NULL, *reply = NULL, *res = NULL;
 
@@ -564,23 +578,51 @@ static PyObject *do_async(pyx_state_t *st, ErlNifEnv *env, const ERL_NIF_TERM *e
         PyErr_SetString(PyExc_TypeError, "malformed async request");
         return NULL;
     }
-    if (!start) {
+    if (!s)
+        return NULL;
+    if (!s->async_start) {
         PyObject *mod = PyImport_ImportModule("_erlang_python");
         if (!mod)
             return NULL;
-        start = PyObject_GetAttrString(mod, "start_coroutine");
+        s->async_start = PyObject_GetAttrString(mod, "start_coroutine");
         Py_DECREF(mod);
-        if (!start)
+        if (!s->async_start)
             return NULL;
     }
     if (!(coro = do_call(st, env, el)))
         return NULL;
     if ((reply = pym_reply_new(r)))
-        res = PyObject_CallFunctionObjArgs(start, coro, reply, stream ? Py_True : Py_False,
+        res = PyObject_CallFunctionObjArgs(s->async_start, coro, reply, stream ? Py_True : Py_False,
                                            (PyObject *)NULL);
     Py_XDECREF(reply);
     Py_DECREF(coro);
     return res;
+}
+
+/* ---- setup ---------------------------------------------------------------
+ * Source the pool runs in every interpreter (sys.path, venv, reload: see
+ * pyn_setup), in a namespace of its own.  Nobody waits for its outcome:
+ * a failure is printed.  Cached modules and callables are forgotten. */
+static void run_setup(pyx_state_t *st, ErlNifEnv *env, ERL_NIF_TERM src)
+{
+    ErlNifBinary bin;
+    PyObject *g, *code = NULL, *r = NULL;
+    char *text;
+
+    if (!enif_inspect_binary(env, src, &bin) || !(text = PyMem_RawMalloc(bin.size + 1)))
+        return;
+    memcpy(text, bin.data, bin.size);
+    text[bin.size] = 0;
+    if ((g = new_namespace()) && (code = Py_CompileString(text, "<erlang_python setup>", Py_file_input)))
+        r = PyEval_EvalCode(code, g, g);
+    PyMem_RawFree(text);
+    if (!r)
+        PyErr_Print();
+    Py_XDECREF(r);
+    Py_XDECREF(code);
+    Py_XDECREF(g);
+    fn_cache_clear(st);
+    PyDict_Clear(st->modules);
 }
 
 /* ---- dispatch ------------------------------------------------------------ */
@@ -600,6 +642,10 @@ ERL_NIF_TERM pyx_run(pyx_state_t *st, pyn_job_t *j)
     if (j->kind == PYN_JOB_CLEAR_CACHES) {
         fn_cache_clear(st);
         PyDict_Clear(st->modules);
+        return ATOMS.ok;
+    }
+    if (j->kind == PYN_JOB_SETUP) {
+        run_setup(st, j->env, j->req);
         return ATOMS.ok;
     }
     args_begin(j);

@@ -6,8 +6,9 @@
 #include <Python.h>
 #include <erl_nif.h>
 
-/* The type; PyType_Ready is called by the `erlang` module's init. */
-extern PyTypeObject pyp_PidType;
+/* This interpreter's erlang.Pid type (borrowed), made on first use; NULL
+ * with an exception set on failure. */
+PyTypeObject *pyp_pid_type(void);
 
 /* A new erlang.Pid, or NULL with MemoryError. */
 PyObject *pyp_pid_new(const ErlNifPid *pid);

@@ -204,7 +204,108 @@ void pyr_interrupt(unsigned long tid)
         PyThreadState_SetAsyncExc(tid, exc);
 }
 
+int pyr_raise_interrupt(void)
+{
+    PyObject *exc = boot_hooks->interrupt_exc();
+    if (exc)
+        PyErr_SetNone(exc);
+    return -1;
+}
+
+unsigned long pyr_thread_id(void)
+{
+    return PyThread_get_thread_ident();
+}
+
 void pyr_clear_interrupt(unsigned long tid)
 {
     PyThreadState_SetAsyncExc(tid, NULL);
 }
+
+/* ---- own-GIL sub-interpreters --------------------------------------------- */
+
+#if PY_VERSION_HEX >= 0x030C0000
+/* Not public API, but exported (PyAPI_FUNC, for _testinternalcapi) with
+ * this signature in 3.12 (last argument: main thread only) and 3.13 (flags;
+ * 0 is the same): the only way to run code in another interpreter without
+ * waiting for its GIL, which a worker stuck in a C loop never gives up.
+ * The internal header needs Py_BUILD_CORE, so it is declared here. */
+PyAPI_FUNC(int) _PyEval_AddPendingCall(PyInterpreterState *interp, int (*func)(void *),
+                                       void *arg, int flags);
+
+int pyr_subinterp_supported(void)
+{
+    return 1;
+}
+
+void *pyr_subinterp_new(unsigned long *py_tid, char *err, size_t errlen)
+{
+    /* Isolated: own GIL and allocator, no fork/exec from Python code, no
+     * daemon threads (the interpreter waits for its threads when it ends),
+     * and single-phase extension modules refused with an ImportError. */
+    PyInterpreterConfig config = {
+        .use_main_obmalloc = 0,
+        .allow_fork = 0,
+        .allow_exec = 0,
+        .allow_threads = 1,
+        .allow_daemon_threads = 0,
+        .check_multi_interp_extensions = 1,
+        .gil = PyInterpreterConfig_OWN_GIL,
+    };
+    PyThreadState *ts = NULL;
+    PyStatus status = Py_NewInterpreterFromConfig(&ts, &config);
+
+    if (PyStatus_Exception(status) || !ts) {
+        snprintf(err, errlen, "cannot create a sub-interpreter: %s",
+                 status.err_msg ? status.err_msg : "unknown error");
+        return NULL;
+    }
+    *py_tid = PyThread_get_thread_ident();
+    return ts;
+}
+
+void pyr_subinterp_end(void *tstate)
+{
+    Py_EndInterpreter((PyThreadState *)tstate);
+}
+
+void *pyr_interp_of(void *tstate)
+{
+    return PyThreadState_GetInterpreter((PyThreadState *)tstate);
+}
+
+int pyr_pending_call(void *interp, int (*fn)(void *), void *arg)
+{
+    return _PyEval_AddPendingCall((PyInterpreterState *)interp, fn, arg, 0) == 0 ? 0 : -1;
+}
+#else
+int pyr_subinterp_supported(void)
+{
+    return 0;
+}
+
+void *pyr_subinterp_new(unsigned long *py_tid, char *err, size_t errlen)
+{
+    (void)py_tid;
+    snprintf(err, errlen, "sub-interpreters with their own GIL need Python 3.12 or later");
+    return NULL;
+}
+
+void pyr_subinterp_end(void *tstate)
+{
+    (void)tstate;
+}
+
+void *pyr_interp_of(void *tstate)
+{
+    return PyThreadState_GetInterpreter((PyThreadState *)tstate);
+}
+
+int pyr_pending_call(void *interp, int (*fn)(void *), void *arg)
+{
+    (void)interp;
+    (void)fn;
+    (void)arg;
+    return -1;
+}
+#endif

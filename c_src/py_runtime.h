@@ -37,5 +37,31 @@ void *pyr_main_tstate(void);
  * clears a pending one. */
 void pyr_interrupt(unsigned long tid);
 void pyr_clear_interrupt(unsigned long tid);
+/* GIL held: sets the interrupt exception as the current error; -1.  From
+ * a pending call on the thread to interrupt, this raises it where that
+ * thread's code is (CPython 3.13.0 skips the except and finally clauses
+ * of the function an asynchronous exception lands in; this path, which
+ * signal handlers take, does not). */
+int pyr_raise_interrupt(void);
+/* Python's id of the calling thread. */
+unsigned long pyr_thread_id(void);
+
+/* ---- own-GIL sub-interpreters (Python 3.12+; exec_subinterp.c) ---------- */
+
+/* Whether this build can make them (compiled against 3.12+). */
+int pyr_subinterp_supported(void);
+/* On a thread with no thread state: makes an isolated interpreter with its
+ * own GIL, whose first thread state is returned, current and holding that
+ * GIL, and *py_tid set.  NULL with err filled on failure. */
+void *pyr_subinterp_new(unsigned long *py_tid, char *err, size_t errlen);
+/* Its thread state current (GIL held): destroys the interpreter (waits
+ * for the threads its code started); no thread state is current after. */
+void pyr_subinterp_end(void *tstate);
+/* The interpreter of a thread state. */
+void *pyr_interp_of(void *tstate);
+/* Any thread, no GIL needed: has fn(arg) called in interpreter interp,
+ * GIL held, at the next check of its eval loop (CPython's pending calls).
+ * 0 queued, -1 not (queue full, or unsupported). */
+int pyr_pending_call(void *interp, int (*fn)(void *), void *arg);
 
 #endif

@@ -18,6 +18,7 @@
 
 #include "atoms.h"
 #include "pool_internal.h"
+#include "py_runtime.h"
 
 /* A job is overdue when its caller gave up while it runs Python code. */
 static int overdue(pyn_worker_t *w)
@@ -26,13 +27,13 @@ static int overdue(pyn_worker_t *w)
 }
 
 /* The executor's claim (executor.h): takes the lock; 1 if w's job is still
- * overdue and not yet interrupted, marking it interrupted. */
+ * overdue, marking it interrupted if it was not yet. */
 static int claim_interrupt(pyn_worker_t *w)
 {
     int due;
     pthread_mutex_lock(&P.lock);
-    due = overdue(w) && !w->current->interrupt_sent;
-    if (due) {
+    due = overdue(w);
+    if (due && !w->current->interrupt_sent) {
         w->current->interrupt_sent = 1;
         w->current->interrupt_at = pyn_now_ms();
     }
@@ -87,8 +88,9 @@ static int handle_overdue(int *outstanding)
     }
     for (int i = 0; i < P.nall; i++) {
         pyn_worker_t *w = P.all[i];
-        if (overdue(w) && !w->current->interrupt_sent) {
+        if (overdue(w) && !w->current->interrupt_sent && w->ex_ctx) {
             enif_keep_resource(w);
+            w->interrupting++; /* its thread keeps ctx until we are done */
             ctx[n] = w->ex_ctx; /* read under the lock */
             due[n++] = w;
         }
@@ -96,10 +98,16 @@ static int handle_overdue(int *outstanding)
     if (n == 0)
         return 0;
     pthread_mutex_unlock(&P.lock);
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++)
         P.ex->interrupt(ctx[i], due[i], claim_interrupt);
-        enif_release_resource(due[i]);
+    pthread_mutex_lock(&P.lock);
+    for (int i = 0; i < n; i++) {
+        if (--due[i]->interrupting == 0)
+            pthread_cond_broadcast(&due[i]->cond); /* a thread waiting to detach */
     }
+    pthread_mutex_unlock(&P.lock);
+    for (int i = 0; i < n; i++)
+        enif_release_resource(due[i]);
     pthread_mutex_lock(&P.lock);
     return 1;
 }
@@ -174,17 +182,44 @@ static void *watchdog_main(void *arg)
     return NULL;
 }
 
-int pyn_pool_boot(char *err, size_t errlen)
+static int booted_mode = -1;
+
+int pyn_pool_mode(void)
+{
+    int m;
+    pthread_mutex_lock(&P.lock);
+    m = P.booted && P.boot_rc == 0 ? booted_mode : -1;
+    pthread_mutex_unlock(&P.lock);
+    return m;
+}
+
+int pyn_pool_boot(pyn_mode_t mode, char *err, size_t errlen)
 {
     static pthread_t wd;
     static int started;
     pthread_attr_t attr;
     int rc;
 
+    if (mode == PYN_MODE_SUBINTERP && !pyr_subinterp_supported()) {
+        snprintf(err, errlen,
+                 "execution_mode subinterp needs Python 3.12 or later (this build: %s); "
+                 "use shared_gil",
+                 pyr_version());
+        return -1;
+    }
     pthread_mutex_lock(&P.lock);
+    if (started && booted_mode != (int)mode) {
+        pthread_mutex_unlock(&P.lock);
+        snprintf(err, errlen,
+                 "Python already runs in execution_mode %s in this VM: the mode cannot change "
+                 "until the VM restarts",
+                 booted_mode == PYN_MODE_SUBINTERP ? "subinterp" : "shared_gil");
+        return -1;
+    }
     if (!started) {
         started = 1;
-        P.ex = &pyn_exec_thread;
+        booted_mode = (int)mode;
+        P.ex = mode == PYN_MODE_SUBINTERP ? &pyn_exec_subinterp : &pyn_exec_thread;
         pyn_callbacks_install();
         pthread_attr_init(&attr);
         pthread_attr_setstacksize(&attr, PYN_STACK_BYTES);

@@ -166,9 +166,13 @@ static pyn_job_t *try_next_job(pyn_worker_t *w)
     return j;
 }
 
+/* The watchdog no longer sees w (before its executor context goes: an
+ * interrupt under way is waited for). */
 static void unregister_thread(pyn_worker_t *w)
 {
     pthread_mutex_lock(&P.lock);
+    while (w->interrupting > 0)
+        pthread_cond_wait(&w->cond, &P.lock);
     for (int i = 0; i < P.nall; i++) {
         if (P.all[i] == w) {
             P.all[i] = P.all[--P.nall];
@@ -206,10 +210,22 @@ static void *worker_main(void *arg)
             ex->leave(w->ex_ctx);
         }
     }
-    ex->detach(w->ex_ctx);
-    unregister_thread(w);
+    {
+        void *ctx = w->ex_ctx;
+        unregister_thread(w);
+        ex->detach(ctx);
+    }
     enif_release_resource(w); /* the thread's reference */
     return NULL;
+}
+
+/* A setup job running src, copied; NULL if out of memory. */
+static pyn_job_t *setup_job(ERL_NIF_TERM src)
+{
+    pyn_job_t *j = pyn_job_new(PYN_JOB_SETUP);
+    if (j)
+        j->req = enif_make_copy(j->env, src);
+    return j;
 }
 
 pyn_worker_t *pyn_worker_start(int id, char *err, size_t errlen)
@@ -241,7 +257,15 @@ pyn_worker_t *pyn_worker_start(int id, char *err, size_t errlen)
         enif_release_resource(w);
         return NULL;
     }
-    /* In service at once: jobs may queue while the thread starts. */
+    /* In service at once: jobs may queue while the thread starts, behind
+     * the setup every worker runs first. */
+    if (P.setup_env) {
+        pyn_job_t *setup = setup_job(P.setup_src);
+        if (setup) {
+            setup->state = PYN_JS_QUEUED;
+            q_push(&w->own, setup);
+        }
+    }
     if (P.replacing > 0)
         P.replacing--;
     P.workers[P.nworkers++] = w;
@@ -349,6 +373,37 @@ void pyn_broadcast(pyn_kind_t kind)
         (void)pyn_worker_control(ws[i], kind);
         enif_release_resource(ws[i]);
     }
+}
+
+int pyn_setup(ErlNifEnv *env, ERL_NIF_TERM src, int keep)
+{
+    pyn_job_t *jobs[PYN_MAX_WORKERS];
+    ErlNifEnv *kept = NULL, *old = NULL;
+    int n = 0, rc = 0;
+    (void)env;
+
+    if (keep && !(kept = enif_alloc_env()))
+        return -1;
+    pthread_mutex_lock(&P.lock);
+    for (int i = 0; i < P.nworkers; i++) {
+        if (!(jobs[n] = setup_job(src))) {
+            rc = -1;
+            break;
+        }
+        jobs[n]->state = PYN_JS_QUEUED;
+        q_push(&P.workers[i]->own, jobs[n]);
+        pthread_cond_signal(&P.workers[i]->cond);
+        n++;
+    }
+    if (kept) {
+        old = P.setup_env;
+        P.setup_env = kept;
+        P.setup_src = enif_make_copy(kept, src);
+    }
+    pthread_mutex_unlock(&P.lock);
+    if (old)
+        enif_free_env(old);
+    return rc;
 }
 
 /* available: the workers a bind would get now, i.e. free ones not still

@@ -23,9 +23,9 @@ import sys
 LAYERS = [
     ["nif"],                                             # NIF layer
     ["pool", "watchdog", "callback", "worker", "reply", "queue"],  # pool
-    ["exec_thread"],                                     # executors
+    ["exec_subinterp", "exec_thread"],                   # executors
     ["py_exec", "py_erlang_mod"],                        # Python-side code
-    ["py_etf", "py_error", "py_convert", "py_pid"],      # conversion
+    ["py_etf", "py_error", "py_convert", "py_pid", "py_interp"],  # conversion
     ["job"],                                             # the request object
     ["py_runtime"],                                      # the interpreter
     ["atoms"],                                           # leaf

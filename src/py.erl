@@ -479,7 +479,7 @@ activate_venv(Path) ->
         Bin when is_binary(Bin) ->
             case looks_like_venv(Bin) of
                 false -> {error, {not_a_venv, Bin}};
-                true -> forget_modules(call(?RT, activate_venv, [Bin]))
+                true -> everywhere(forget_modules(call(?RT, activate_venv, [Bin])), {venv, Bin})
             end;
         _ ->
             {error, {badarg, path}}
@@ -496,7 +496,7 @@ looks_like_venv(Dir) ->
 %% @doc Undoes `activate_venv/1' (ok also when none is active).
 -spec deactivate_venv() -> ok | {error, error_reason()}.
 deactivate_venv() ->
-    forget_modules(call(?RT, deactivate_venv, [])).
+    everywhere(forget_modules(call(?RT, deactivate_venv, [])), {venv, none}).
 
 %% @doc `{ok, #{<<"active">> => false}}', or the active venv's `path',
 %% `site_packages' and `python_version'.
@@ -515,13 +515,20 @@ reload(Module) when is_list(Module) ->
         _ -> {error, {badarg, module}}
     end;
 reload(Module) when is_binary(Module) ->
-    forget_modules(call(?RT, reload, [Module])).
+    everywhere(forget_modules(call(?RT, reload, [Module])), {reload, Module}).
 
 %% Workers cache modules and callables: after sys.modules changed, each
 %% worker drops its caches before its next request.
 forget_modules({ok, _}) ->
     py_nif:clear_caches();
 forget_modules(Error) ->
+    Error.
+
+%% A change one worker made, made in every worker's interpreter too
+%% (execution_mode subinterp: each has its own sys.path and sys.modules).
+everywhere(ok, What) ->
+    py_pool:sync(What);
+everywhere(Error, _What) ->
     Error.
 
 ok_result({ok, _}) -> ok;
@@ -531,19 +538,31 @@ ok_result(Error) -> Error.
 %% Execution model
 %%====================================================================
 
-%% @doc How this Python build runs code: `multi_executor' (several worker
-%% threads sharing one GIL: CPython up to 3.12), `free_threaded' (no GIL) or
-%% `subinterp'.
+%% @doc How the workers run Python: `multi_executor' (worker threads
+%% sharing one interpreter and its GIL: application env `execution_mode'
+%% `shared_gil') or `subinterp' (each worker its own sub-interpreter with
+%% its own GIL, Python 3.12+).  Before the pool starts Python, the mode it
+%% will choose.  (`free_threaded', a Python without a GIL, is not built.)
 -spec execution_mode() -> free_threaded | subinterp | multi_executor.
 execution_mode() ->
-    element(1, py_nif:execution_info()).
+    case py_nif:execution_info() of
+        {none, _} ->
+            case py_pool:chosen_mode() of
+                {ok, subinterp} -> subinterp;
+                _ -> multi_executor
+            end;
+        {Mode, _} ->
+            Mode
+    end.
 
 %% @doc The number of threads running Python requests (workers in service).
 -spec num_executors() -> non_neg_integer().
 num_executors() ->
     maps:get(num_workers, py_nif:stats()).
 
-%% @doc Whether this Python build has per-interpreter GILs (3.12+).
+%% @doc Whether this Python build can run sub-interpreters with their own
+%% GIL (built against Python 3.12+): whether execution_mode subinterp can
+%% be asked for.
 -spec subinterp_supported() -> boolean().
 subinterp_supported() ->
     element(2, py_nif:execution_info()).

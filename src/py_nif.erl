@@ -4,8 +4,8 @@
 -module(py_nif).
 
 -export([async_reply/1, async_cancel/1, sem_info/0, sem_set_max/1, slot_acquire/1,
-         slot_release/1, clear_caches/0, execution_info/0]).
--export([submit/4, submit_dirty/4, job_age/1, cancel/1, pool_attach/3, pool_shutdown/0, worker_start/1,
+         slot_release/1, clear_caches/0, setup/2, execution_info/0]).
+-export([submit/4, submit_dirty/4, job_age/1, cancel/1, pool_attach/4, pool_shutdown/0, worker_start/1,
          worker_retire/1, worker_bind/2, stats/0, path_counts/0, cb_reply/2, version/0]).
 
 -on_load(init/0).
@@ -60,9 +60,12 @@ job_age(_Job) -> erlang:nif_error(not_loaded).
 -spec cancel(job()) -> ok | sent | {overloaded, non_neg_integer(), pos_integer()}.
 cancel(_Job) -> erlang:nif_error(not_loaded).
 
-%% @doc Registers the pool and callback-runner processes; retires old workers.
--spec pool_attach(pid(), pid(), non_neg_integer()) -> ok.
-pool_attach(_Pool, _Runner, _GraceMs) -> erlang:nif_error(not_loaded).
+%% @doc Starts Python in the given mode the first time (it is never
+%% stopped: a later call must ask for the same mode), registers the pool and
+%% callback-runner processes and retires old workers.
+-spec pool_attach(pid(), pid(), non_neg_integer(), shared_gil | subinterp) ->
+          ok | {error, binary()}.
+pool_attach(_Pool, _Runner, _GraceMs, _Mode) -> erlang:nif_error(not_loaded).
 
 %% @doc Retires all workers and answers every queued request `not_running'.
 -spec pool_shutdown() -> ok.
@@ -120,6 +123,14 @@ slot_release(_Job) -> erlang:nif_error(not_loaded).
 -spec clear_caches() -> ok.
 clear_caches() -> erlang:nif_error(not_loaded).
 
-%% @doc `{ExecutionMode, SubinterpSupported}' of this Python build.
--spec execution_info() -> {free_threaded | subinterp | multi_executor, boolean()}.
+%% @doc Runs Python source on every worker (with `true', also first on
+%% every worker started later, replacing the previous such source).  For
+%% execution_mode subinterp, where each worker has its own interpreter.
+-spec setup(binary(), boolean()) -> ok | {error, binary()}.
+setup(_Source, _Keep) -> erlang:nif_error(not_loaded).
+
+%% @doc `{Mode, SubinterpSupported}': the mode Python runs in (`none'
+%% before the pool started it) and whether this build has own-GIL
+%% sub-interpreters (3.12+).
+-spec execution_info() -> {subinterp | multi_executor | none, boolean()}.
 execution_info() -> erlang:nif_error(not_loaded).

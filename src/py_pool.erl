@@ -8,7 +8,7 @@
 -module(py_pool).
 -behaviour(gen_server).
 
--export([start_link/0, get_stats/0, workers/0]).
+-export([start_link/0, get_stats/0, workers/0, sync/1, chosen_mode/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -define(BINDINGS, py_bindings).
@@ -49,6 +49,13 @@ get_stats() ->
 workers() ->
     gen_server:call(?MODULE, workers, infinity).
 
+%% @doc With execution_mode subinterp, makes every worker's interpreter
+%% follow a change one worker made: the active venv (`none' after
+%% deactivation) or a reloaded module.  Nothing to do with a shared GIL.
+-spec sync({venv, binary() | none} | {reload, binary()}) -> ok | {error, binary()}.
+sync(What) ->
+    gen_server:call(?MODULE, {sync, What}, infinity).
+
 %%====================================================================
 %% gen_server
 %%====================================================================
@@ -66,18 +73,77 @@ init([]) ->
                               N + erlang:system_info(schedulers) * 2 + 1),
     Runner = whereis(py_callback),
     ok = py_nif:sem_set_max(Max),
-    ok = py_nif:pool_attach(self(), Runner, Grace),
-    State0 = #{workers => #{}, next_id => 1, owners => #{}},
+    RtDir = filename:join(code:priv_dir(erlang_python), "python"),
+    Paths = [RtDir | application:get_env(erlang_python, python_path, [])],
+    case chosen_mode() of
+        {ok, Mode} ->
+            case py_nif:pool_attach(self(), Runner, Grace, Mode) of
+                ok -> start(N, Paths, Mode);
+                {error, Why} -> {stop, {execution_mode, Mode, Why}}
+            end;
+        Error ->
+            {stop, Error}
+    end.
+
+start(N, Paths, Mode) ->
+    State0 = #{workers => #{}, next_id => 1, owners => #{}, mode => Mode,
+               paths => Paths, venv => undefined},
+    %% Each sub-interpreter has its own sys.path: every worker runs the
+    %% setup first.
+    ok = case Mode of
+             subinterp -> py_nif:setup(setup_source(State0), true);
+             shared_gil -> ok
+         end,
     case start_workers(N, State0) of
         {ok, State} ->
-            RtDir = filename:join(code:priv_dir(erlang_python), "python"),
-            case add_python_path([RtDir | application:get_env(erlang_python, python_path, [])]) of
+            case add_python_path(Paths) of
                 ok -> {ok, State};
                 Error -> {stop, Error}
             end;
         Error ->
             {stop, Error}
     end.
+
+%% @doc The mode the application env `execution_mode' asks for:
+%% `shared_gil' (alias `multi_executor'), `subinterp', or `auto' (the
+%% default): subinterp on Python 3.13 and later (where the standard library
+%% loads in sub-interpreters), else shared_gil.
+-spec chosen_mode() -> {ok, shared_gil | subinterp} | {bad_execution_mode, term()}.
+chosen_mode() ->
+    execution_mode(application:get_env(erlang_python, execution_mode, auto)).
+
+execution_mode(auto) ->
+    {ok, case python_minor() >= 13 andalso element(2, py_nif:execution_info()) of
+             true -> subinterp;
+             false -> shared_gil
+         end};
+execution_mode(multi_executor) -> {ok, shared_gil};
+execution_mode(shared_gil) -> {ok, shared_gil};
+execution_mode(subinterp) -> {ok, subinterp};
+execution_mode(Other) -> {bad_execution_mode, Other}.
+
+python_minor() ->
+    case re:run(py_nif:version(), "^3\\.([0-9]+)", [{capture, all_but_first, list}]) of
+        {match, [Minor]} -> list_to_integer(Minor);
+        nomatch -> 0
+    end.
+
+%% Python source that puts the pool's paths on sys.path and makes the venv
+%% active (or none), in the interpreter it runs in.
+setup_source(#{paths := Paths, venv := Venv}) ->
+    Lits = lists:join(", ", [py_str(P) || P <- Paths]),
+    VenvLine = case Venv of
+                   undefined -> [];
+                   Dir -> ["import _erlang_python\n_erlang_python.sync_venv(", py_str(Dir), ")\n"]
+               end,
+    iolist_to_binary(["import sys\n",
+                      "sys.path[0:0] = [p for p in [", Lits, "] if p not in sys.path]\n",
+                      VenvLine]).
+
+%% A Python str literal for any path, whatever its bytes.
+py_str(Path) ->
+    Bin = unicode:characters_to_binary(Path),
+    ["bytes.fromhex('", binary:encode_hex(Bin), "').decode('utf-8', 'surrogateescape')"].
 
 %% @private
 -spec handle_call(term(), gen_server:from(), map()) -> {reply, term(), map()}.
@@ -109,6 +175,21 @@ handle_call({unbind_ctx, Res, Gen}, _From, State) ->
         {ok, W} -> {reply, ok, checkin(W, State)};
         error -> {reply, ok, State}
     end;
+handle_call({sync, _}, _From, #{mode := shared_gil} = State) ->
+    {reply, ok, State};
+handle_call({sync, {venv, none}}, _From, State) ->
+    Kept = State#{venv := undefined},
+    ok = py_nif:setup(setup_source(Kept), true),
+    {reply, py_nif:setup(<<"import _erlang_python\n_erlang_python.sync_venv(None)\n">>, false),
+     Kept};
+handle_call({sync, {venv, Dir}}, _From, State) ->
+    %% Workers started later activate the venv first; those running now
+    %% sync theirs (the one that ran py:activate_venv has it already).
+    Kept = State#{venv := Dir},
+    {reply, py_nif:setup(setup_source(Kept), true), Kept};
+handle_call({sync, {reload, Module}}, _From, State) ->
+    Src = iolist_to_binary(["import _erlang_python\n_erlang_python.reload(", py_str(Module), ")\n"]),
+    {reply, py_nif:setup(Src, false), State};
 handle_call(workers, _From, #{workers := Ws} = State) ->
     Info = [#{id => Id, pid => G, bound => public_binding(B)}
             || #worker{id = Id, guardian = G, bound = B} <- maps:values(Ws)],

@@ -208,12 +208,13 @@ doc_database_connections(_Config) ->
 %% that context's namespace beforehand; it is made a builtin (visible from
 %% every namespace) for the duration of the case.
 doc_incremental_processing(_Config) ->
-    ok = py:exec(<<"import builtins, ctx_support\n"
-                   "builtins.process_item = ctx_support.process_item\n">>),
+    %% builtins on every worker (with sub-interpreters, each has its own)
+    ok = py_test_lib:exec_everywhere(4, <<"import builtins, ctx_support\n"
+                                         "builtins.process_item = ctx_support.process_item\n">>, #{}),
     Results = try example_incremental_processing([1, 2, 3, 4, 5])
               after
-                  ok = py:exec(<<"import builtins\n"
-                                 "builtins.__dict__.pop('process_item', None)\n">>)
+                  ok = py_test_lib:exec_everywhere(4, <<"import builtins\n"
+                                                      "builtins.__dict__.pop('process_item', None)\n">>, #{})
               end,
     ?assertEqual([{1, 1}, {2, 4}, {3, 9}, {4, 16}, {5, 25}], Results),
     ?assertEqual(idle(4), stats()).

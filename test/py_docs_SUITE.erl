@@ -148,7 +148,19 @@ how_file("docs/ai-integration.md") -> {skip, ?AI_MODEL};
 how_file("docs/context-affinity.md") -> {skip, ?COVERED};
 how_file(_) -> run.
 
+%% Entries that depend on the Python build and execution mode come first.
 how_table() ->
+    mode_table() ++ static_table().
+
+mode_table() ->
+    [{{"README.md", 13},
+      {skip, "needs tracemalloc, whose C part cannot load in a sub-interpreter "
+        "(execution_mode subinterp; docs/scalability.md)"}} || py_test_lib:subinterp_mode()] ++
+    [{{"docs/scalability.md", 5},
+      {skip, "needs sub-interpreters: py:subinterp_supported() is false on Python 3.11 "
+        "(the parallel call itself runs as README #6)"}} || not py:subinterp_supported()].
+
+static_table() ->
     [
      {{"README.md", 2},
       {skip, "original doc error: `{ok, Result} = py:exec(...)`; exec returns ok in the original "
@@ -184,9 +196,6 @@ how_table() ->
      {{"docs/scalability.md", 3},
       {skip, "the shape of an overload error, seen only under load "
         "(py_runtime_SUITE acquire_release checks it)"}},
-     {{"docs/scalability.md", 5},
-      {skip, "needs sub-interpreters: py:subinterp_supported() is false on Python 3.11 "
-        "(the parallel call itself runs as README #6)"}},
      {{"docs/scalability.md", 8}, {skip, "fragment: reads a metric no block stores"}},
      {{"docs/scalability.md", 10}, bound},
      {{"docs/ai-integration.md", 10}, {call, "embed_parallel([<<\"a\">>, <<\"bb\">>])."}},

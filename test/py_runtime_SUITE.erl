@@ -106,8 +106,8 @@ init_per_group(venv, Config) ->
                        {"venv_b_only.py", "VALUE = 'b'\n"}]),
     %% a directory laid out like a venv, but without pyvenv.cfg: accepted
     NotVenv = filename:join(Priv, "bare_venv"),
-    ok = filelib:ensure_path(filename:join([NotVenv, "lib", "python3.11", "site-packages"])),
-    ok = file:write_file(filename:join([NotVenv, "lib", "python3.11", "site-packages",
+    ok = filelib:ensure_path(filename:join([NotVenv, "lib", pyver(), "site-packages"])),
+    ok = file:write_file(filename:join([NotVenv, "lib", pyver(), "site-packages",
                                         "venvmod.py"]), venvmod_source(99)),
     %% pyvenv.cfg, but nothing else
     Broken = filename:join(Priv, "broken_venv"),
@@ -560,12 +560,16 @@ assert_version_everywhere(V, C1, C2) ->
 with_sys_path(Dir, Modules, Fun) ->
     Locals = #{d => unicode:characters_to_binary(Dir),
                mods => [atom_to_binary(M, utf8) || M <- Modules]},
-    ok = py:exec(<<"import sys\nif d not in sys.path: sys.path.insert(0, d)\n">>, Locals),
+    %% on every worker: with sub-interpreters each has its own sys.path
+    ok = py_test_lib:exec_everywhere(?NUM_WORKERS,
+                                     <<"import sys\nif d not in sys.path: sys.path.insert(0, d)\n">>,
+                                     Locals),
     try Fun()
     after
-        ok = py:exec(<<"import sys\n"
-                       "sys.path[:] = [p for p in sys.path if p != d]\n"
-                       "for m in mods: sys.modules.pop(m, None)\n">>, Locals)
+        ok = py_test_lib:exec_everywhere(?NUM_WORKERS,
+                                         <<"import sys\n"
+                                           "sys.path[:] = [p for p in sys.path if p != d]\n"
+                                           "for m in mods: sys.modules.pop(m, None)\n">>, Locals)
     end.
 
 %%====================================================================
@@ -573,9 +577,12 @@ with_sys_path(Dir, Modules, Fun) ->
 %%====================================================================
 
 execution_model(_Config) ->
-    ?assertEqual(multi_executor, py:execution_mode()),
+    %% execution_mode auto: sub-interpreters on 3.13+, else a shared GIL
+    Minor = py_test_lib:python_minor(),
+    ?assertEqual(case Minor >= 13 of true -> subinterp; false -> multi_executor end,
+                 py:execution_mode()),
     ?assertEqual(?NUM_WORKERS, py:num_executors()),
-    ?assertEqual(false, py:subinterp_supported()),
+    ?assertEqual(Minor >= 12, py:subinterp_supported()),
     ?assertEqual(length(py_pool:workers()), py:num_executors()),
     %% binding does not change the number of executors
     ok = py:bind(),
@@ -1258,15 +1265,21 @@ venvmod_source(Value) ->
 
 make_venv(Dir, Files) ->
     _ = os:cmd("rm -rf '" ++ Dir ++ "'"),
-    Out = os:cmd("/usr/bin/python3 -m venv --without-pip '" ++ Dir ++ "' 2>&1"),
+    %% with the Python the NIF embeds (Debian's 3.11, or a pyenv build)
+    {ok, Exe} = py:eval(<<"__import__('sys').executable">>),
+    Out = os:cmd(binary_to_list(Exe) ++ " -m venv --without-pip '" ++ Dir ++ "' 2>&1"),
     ?assert(filelib:is_regular(filename:join(Dir, "pyvenv.cfg")), {venv_failed, Out}),
-    Sp = filename:join([Dir, "lib", "python3.11", "site-packages"]),
+    Sp = filename:join([Dir, "lib", pyver(), "site-packages"]),
     ?assert(filelib:is_dir(Sp), {no_site_packages, Sp}),
     [ok = file:write_file(filename:join(Sp, Name), Src) || {Name, Src} <- Files],
     Dir.
 
+%% "python3.X" of the embedded Python, as in lib/python3.X/site-packages.
+pyver() ->
+    "python3." ++ integer_to_list(py_test_lib:python_minor()).
+
 site_packages(Venv) ->
-    unicode:characters_to_binary(filename:join([Venv, "lib", "python3.11", "site-packages"])).
+    unicode:characters_to_binary(filename:join([Venv, "lib", pyver(), "site-packages"])).
 
 in_peer(Config, F, A) ->
     in_peer(Config, ?MODULE, F, A).

@@ -34,6 +34,10 @@
     recover_pool/2,       % for end_per_testcase: unbound, idle, or else restarted
     worker_ids/0,         % the ids of the workers in service
     all_workers_answer/1, % each of the N workers, bound as a context, evaluates
+    exec_everywhere/3,    % exec(Code, Locals) on each of the N workers (each interpreter)
+    %% Python build and mode
+    python_minor/0,       % 11 for Python 3.11 ... (the NIF loaded by the tests)
+    subinterp_mode/0,     % whether the workers run own-GIL sub-interpreters
     %% mailbox
     flush_mailbox/0,      % drops every message in the mailbox
     no_stray_messages/1,  % ok, or {stray, Msg} if a message comes within the bound
@@ -228,6 +232,18 @@ all_workers_answer(N) ->
 
 %% Binds up to N contexts; on a refusal, returns what it got so far, so
 %% that the caller can release them.
+%% Runs Code with Locals on each of the N workers of an idle pool, bound
+%% as contexts: in every interpreter (with sub-interpreters, sys.path and
+%% sys.modules are per worker).  ok, or error.
+exec_everywhere(N, Code, Locals) ->
+    {Bound, Ctxs} = bind_new(N, []),
+    try
+        Bound =:= ok orelse error(Bound),
+        lists:foreach(fun(C) -> ok = py:ctx_exec(C, Code, Locals) end, Ctxs)
+    after
+        [py:unbind(C) || C <- Ctxs]
+    end.
+
 bind_new(0, Acc) ->
     {ok, Acc};
 bind_new(N, Acc) ->
@@ -315,3 +331,14 @@ rss() ->
                    binary:match(L, <<"VmRSS:">>) =/= nomatch],
     [_, Kb, <<"kB">>] = binary:split(Line, [<<" ">>, <<"\t">>], [global, trim_all]),
     binary_to_integer(Kb) * 1024.
+
+%%====================================================================
+%% Python build and mode
+%%====================================================================
+
+python_minor() ->
+    {match, [M]} = re:run(py_nif:version(), "^3\\.([0-9]+)", [{capture, all_but_first, list}]),
+    list_to_integer(M).
+
+subinterp_mode() ->
+    py:execution_mode() =:= subinterp.

@@ -15,17 +15,22 @@ main(Args) ->
                  [] -> all_suites(Root);
                  [List | _] -> [list_to_atom(S) || S <- string:tokens(List, ",")]
              end,
-    Opts = [{dir, filename:join(Root, "test")},
-            {suite, Suites},
-            {logdir, LogDir},
+    TestDir = filename:join(Root, "test"),
+    {Python, Minor, Mode} = python(),
+    Excluded = [X || {Suite, _, _} = X <- excluded(Minor, Mode), lists:member(Suite, Suites)],
+    Spec = [{logdir, LogDir},
             {auto_compile, true},
             {include, [filename:join(Root, "include")]},
             {ct_hooks, []},
-            {verbosity, [{default, 0}]}],
-    Result = ct:run_test(Opts),
+            {verbosity, [{default, 0}]},
+            {suites, TestDir, Suites}] ++
+           [{skip_cases, TestDir, Suite, [Case], Why} || {Suite, Case, Why} <- Excluded],
+    Result = ct:run_testspec(Spec),
     case Result of
         {Ok, Failed, {UserSkipped, AutoSkipped}} ->
             print_failures(LogDir),
+            io:format("~nct: Python ~s, execution_mode ~s~n", [Python, Mode]),
+            [io:format("ct: excluded ~s:~s: ~s~n", [S, C, W]) || {S, C, W} <- Excluded],
             io:format("~nct: ~b passed, ~b failed, ~b skipped~n",
                       [Ok, Failed, UserSkipped + AutoSkipped]),
             halt(case Failed + AutoSkipped of 0 -> 0; _ -> 1 end);
@@ -33,6 +38,36 @@ main(Args) ->
             io:format("~nct: run failed: ~p~n0 passed, 1 failed~n", [Other]),
             halt(2)
     end.
+
+%% The Python the NIF embeds (ERLANG_PYTHON_NIF picks a build) and the mode
+%% the application will choose for it (execution_mode auto).
+python() ->
+    ok = case application:load(erlang_python) of
+             ok -> ok;
+             {error, {already_loaded, _}} -> ok
+         end,
+    Version = py_nif:version(),
+    {match, [Minor]} = re:run(Version, "^3\\.([0-9]+)", [{capture, all_but_first, list}]),
+    {ok, Mode} = py_pool:chosen_mode(),
+    {hd(string:split(binary_to_list(Version), " ")), list_to_integer(Minor), Mode}.
+
+%% Cases that cannot hold for a Python build or mode, each with the reason
+%% (printed at the end of the run).
+excluded(Minor, Mode) ->
+    NoNumpy = "Debian's python3-numpy is built for Python 3.11 only, and this "
+              "machine has no other numpy (no PyPI)",
+    [{py_runtime_SUITE, C, NoNumpy} || Minor =/= 11,
+                                        C <- [numpy_arrays, numpy_scalars, numpy_every_worker,
+                                              numpy_bound_contexts]] ++
+    [{py_runtime_SUITE, tracemalloc_cycle,
+      "tracemalloc's C part cannot load in a sub-interpreter (an ImportError, checked by "
+      "py_subinterp_SUITE)"} || Mode =:= subinterp] ++
+    [{py_fastpath_SUITE, revoked_while_gil_held,
+      "holds the one GIL all workers share from a Python thread; each sub-interpreter has "
+      "its own, so no worker's next request meets it"} || Mode =:= subinterp] ++
+    [{py_subinterp_SUITE, stuck_worker_isolated,
+      "with one shared GIL a worker stuck in C holds every worker: the limit that "
+      "execution_mode subinterp lifts (docs/scalability.md)"} || Mode =/= subinterp].
 
 %% Every case of the newest run whose result is not ok or skipped, with
 %% the first lines of its reason, so a CI log's tail names what failed.

@@ -15,7 +15,6 @@ import os
 import site
 import sys
 import threading
-import tracemalloc
 
 # ---- asyncio ---------------------------------------------------------------
 
@@ -41,11 +40,24 @@ def _event_loop():
                 loop.call_soon(ready.set)
                 loop.run_forever()
 
-            _loop_thread = threading.Thread(target=run, name="erlang_python_asyncio", daemon=True)
+            # Not a daemon: a sub-interpreter (execution_mode subinterp)
+            # allows none, and waits for its threads when it ends; the loop
+            # is stopped just before (threading's own exit hook).  The main
+            # interpreter is never finalized.
+            _loop_thread = threading.Thread(target=run, name="erlang_python_asyncio")
             _loop_thread.start()
+            if _loop is None:
+                threading._register_atexit(_stop_loop)
             ready.wait()
             _loop = loop
         return _loop
+
+
+def _stop_loop():
+    loop, thread = _loop, _loop_thread
+    if loop is not None and thread.is_alive():
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
 
 
 async def _drain(agen):
@@ -108,16 +120,32 @@ def start_coroutine(obj, reply, stream):
 
 # ---- memory ----------------------------------------------------------------
 
+def _tracemalloc():
+    """tracemalloc, imported on first use: its C part cannot load in a
+    sub-interpreter (execution_mode subinterp), which then gets the
+    ImportError from the functions that need it, not from this module."""
+    import tracemalloc
+    return tracemalloc
+
+
+def _tracing():
+    try:
+        return _tracemalloc().is_tracing()
+    except ImportError:
+        return False
+
+
 def memory_stats():
+    tracing = _tracing()
     stats = {
         "gc_stats": gc.get_stats(),
         "gc_count": tuple(gc.get_count()),
         "gc_threshold": tuple(gc.get_threshold()),
         "gc_enabled": gc.isenabled(),
-        "tracemalloc": tracemalloc.is_tracing(),
+        "tracemalloc": tracing,
     }
-    if tracemalloc.is_tracing():
-        current, peak = tracemalloc.get_traced_memory()
+    if tracing:
+        current, peak = _tracemalloc().get_traced_memory()
         stats["traced_memory_current"] = current
         stats["traced_memory_peak"] = peak
     return stats
@@ -128,12 +156,13 @@ def collect(generation=2):
 
 
 def tracemalloc_start(frames=1):
+    tracemalloc = _tracemalloc()
     if not tracemalloc.is_tracing():
         tracemalloc.start(frames)
 
 
 def tracemalloc_stop():
-    tracemalloc.stop()
+    _tracemalloc().stop()
 
 
 # ---- virtual environments --------------------------------------------------
@@ -195,11 +224,22 @@ def venv_info():
             "python_version": "%d.%d" % sys.version_info[:2]}
 
 
+def sync_venv(path):
+    """Makes this interpreter's venv the one at path (None: none), doing
+    nothing when it is already: run in every sub-interpreter by the pool
+    after py:activate_venv / py:deactivate_venv (execution_mode subinterp)."""
+    if path is None:
+        deactivate_venv()
+    elif _venv is None or _venv["path"] != os.path.abspath(path):
+        activate_venv(path)
+
+
 # ---- reload ----------------------------------------------------------------
 
 def reload(name):
-    """Reloads a module (imports it if it was not); the module object is
-    shared by every worker, so all of them see the new code."""
+    """Reloads a module (imports it if it was not).  With a shared GIL the
+    module object is shared by every worker, so all of them see the new
+    code; with sub-interpreters the pool runs this in each of them."""
     module = sys.modules.get(name)
     if module is None:
         importlib.import_module(name)

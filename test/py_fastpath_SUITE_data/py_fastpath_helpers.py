@@ -1,5 +1,7 @@
 """Helpers for py_fastpath_SUITE (the hand-over and borrowed-request paths)."""
 import ctypes
+import os
+import tempfile
 import threading
 import time
 
@@ -19,7 +21,7 @@ def hold_gil_later(delay, hold):
         time.sleep(delay)
         libc.usleep(int(hold * 1e6))
 
-    _hog = threading.Thread(target=run, daemon=True)
+    _hog = threading.Thread(target=run)  # no daemon: a sub-interpreter allows none
     _hog.start()
     return True
 
@@ -68,19 +70,21 @@ class SlowToFree:
         return "slow"
 
     def __del__(self):
-        global finalized
         time.sleep(1.0)
-        finalized = True
+        open(_FINALIZED, "w").close()
 
 
-finalized = False
+# A file, not a module global: with sub-interpreters (execution_mode
+# subinterp) the worker that asks is not the one that freed, and each has
+# its own module.
+_FINALIZED = os.path.join(tempfile.gettempdir(), "py_fastpath_finalized.%d" % os.getpid())
 
 
 def slow_to_free():
-    global finalized
-    finalized = False
+    if os.path.exists(_FINALIZED):
+        os.unlink(_FINALIZED)
     return SlowToFree()
 
 
 def was_finalized():
-    return finalized
+    return os.path.exists(_FINALIZED)

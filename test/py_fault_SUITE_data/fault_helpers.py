@@ -1,30 +1,42 @@
 """Helpers for py_fault_SUITE (imported through the python_path app env).
 
-Counters are module globals shared by every worker (one interpreter), so a
-test can tell from Python's side which requests really ran."""
-import threading
+Counters are files of one byte per bump, in a directory of this OS process:
+every worker sees them, whether the workers share one interpreter or each
+has its own (execution_mode subinterp, where module globals are per
+worker), so a test can tell from Python's side which requests really ran."""
+import os
+import tempfile
 import time
 
 import erlang
 
-_lock = threading.Lock()
-_counters = {}
+_dir = os.path.join(tempfile.gettempdir(), "py_fault_counters.%d" % os.getpid())
+os.makedirs(_dir, exist_ok=True)
+
+
+def _path(name):
+    return os.path.join(_dir, name.encode().hex())
 
 
 def reset():
-    with _lock:
-        _counters.clear()
+    for f in os.listdir(_dir):
+        os.unlink(os.path.join(_dir, f))
 
 
 def bump(name):
-    with _lock:
-        _counters[name] = _counters.get(name, 0) + 1
-        return _counters[name]
+    fd = os.open(_path(name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"x")  # one append: atomic between threads and interpreters
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
 
 
 def count(name):
-    with _lock:
-        return _counters.get(name, 0)
+    try:
+        return os.stat(_path(name)).st_size
+    except FileNotFoundError:
+        return 0
 
 
 def sleep_marked(pid, tag, secs):
