@@ -75,6 +75,10 @@ xref: compile
 
 bench: compile
 	@escript bench/bench.escript
+	@if ls -d $(PYENV_ROOT)/versions/$(SUBINTERP_PY).* >/dev/null 2>&1; then \
+	   $(MAKE) -s -C c_src PY=$(SUBINTERP_PY) && \
+	   escript bench/modes.escript $(CURDIR)/_build/py$(SUBINTERP_PY)/py_nif.so; \
+	 fi
 
 clean:
 	@$(REBAR) clean

@@ -58,18 +58,18 @@ halt_with(Msg) ->
 
 %% One peer VM per mode and worker count; returns the figures of a round.
 measure(Ebin, Nif, Mode) ->
-    Small = in_peer(Ebin, Nif, Mode, 4, fun small_calls/0),
+    Small = in_peer(Ebin, Nif, Mode, 4, {small_calls, []}),
     lists:foldl(fun(W, Acc) ->
-                        Cpu = in_peer(Ebin, Nif, Mode, W, fun() -> cpu(W) end),
+                        Cpu = in_peer(Ebin, Nif, Mode, W, {cpu, [W, ?CALLERS]}),
                         maps:merge(Acc, Cpu)
                 end, Small, ?WORKERS).
 
 measure_stuck(Ebin, Nif) ->
-    in_peer(Ebin, Nif, subinterp, 4, fun stuck/0).
+    in_peer(Ebin, Nif, subinterp, 4, {stuck, []}).
 
-in_peer(Ebin, Nif, Mode, Workers, Fun) ->
+in_peer(Ebin, Nif, Mode, Workers, {Fun, Args}) ->
     {ok, Peer} = peer:start_link(#{connection => standard_io,
-                                   args => ["-pa", Ebin, "-pa", filename:dirname(code:which(?MODULE))],
+                                   args => ["-pa", Ebin],
                                    env => [{"ERLANG_PYTHON_NIF", Nif}]}),
     try
         ok = peer:call(Peer, application, load, [erlang_python]),
@@ -80,67 +80,16 @@ in_peer(Ebin, Nif, Mode, Workers, Fun) ->
                    multi_executor -> shared_gil;
                    M -> M
                end,
-        peer:call(Peer, erlang, apply, [Fun, []], 300000)
+        {module, modes_peer} = peer:call(Peer, code, load_binary, [modes_peer, "modes_peer.erl", peer_code()]),
+        peer:call(Peer, modes_peer, Fun, Args, 300000)
     after
         peer:stop(Peer)
     end.
 
-%% ---- in the peer ----------------------------------------------------------
-
-%% work(?WORK_N) takes about 20 ms on this machine (3.13, ~50 ns per turn).
--define(WORK_N, 400000).
--define(WORK, <<"def work(n):\n    s = 0\n    for i in range(n):\n        s += i * i\n    return s\n">>).
-
-cpu(W) ->
-    %% every worker gets the function (each has its own namespace)
-    Ctxs = [begin {ok, C} = py:bind(new), C end || _ <- lists:seq(1, W)],
-    [ok = py:ctx_exec(C, ?WORK) || C <- Ctxs],
-    [py:unbind(C) || C <- Ctxs],
-    N = ?WORK_N,
-    maps:from_list([{{cpu, W, C}, throughput(C, N)} || C <- ?CALLERS]).
-
-throughput(Callers, N) ->
-    PerCaller = 4,
-    {Us, _} = timer:tc(fun() ->
-                               Ps = [spawn_monitor(fun() ->
-                                                           [{ok, _} = py:call('__main__', work, [N])
-                                                            || _ <- lists:seq(1, PerCaller)],
-                                                           exit(done)
-                                                   end) || _ <- lists:seq(1, Callers)],
-                               [receive {'DOWN', M, process, P, done} -> ok end || {P, M} <- Ps]
-                       end),
-    Callers * PerCaller / (Us / 1.0e6).
-
-small_calls() ->
-    {ok, V} = py:version(),
-    Echo = spawn_link(fun Loop() ->
-                              receive {'$gen_call', From, Msg} -> gen_server:reply(From, Msg), Loop() end
-                      end),
-    N = 20000,
-    T = fun(F) -> T0 = erlang:monotonic_time(nanosecond), rep(F, N),
-                  (erlang:monotonic_time(nanosecond) - T0) / N / 1000 end,
-    G = fun() -> x = gen_server:call(Echo, x) end,
-    E = fun() -> {ok, 2} = py:eval(<<"1 + 1">>) end,
-    C = fun() -> {ok, 4.0} = py:call(math, sqrt, [16]) end,
-    [F() || F <- [G, E, C]],
-    Rs = [{T(G), T(E), T(C)} || _ <- lists:seq(1, 3)],
-    #{python => hd(binary:split(V, <<" ">>)),
-      gen_server => median([A || {A, _, _} <- Rs]),
-      eval => median([B || {_, B, _} <- Rs]),
-      call => median([X || {_, _, X} <- Rs])}.
-
-stuck() ->
-    Self = self(),
-    spawn(fun() -> Self ! {stuck, py:eval(<<"sum(range(10**10))">>, #{}, 100)} end),
-    timer:sleep(20),
-    Ts = [begin T0 = erlang:monotonic_time(nanosecond),
-                R = py:eval(<<"x * 2">>, #{x => I}, 5000),
-                {R, (erlang:monotonic_time(nanosecond) - T0) / 1000}
-          end || I <- lists:seq(1, 200)],
-    receive {stuck, _} -> ok after 5000 -> ok end,
-    #{stuck => median([U || {_, U} <- Ts]), stuck_ok => length([x || {{ok, _}, _} <- Ts])}.
-
-rep(_, 0) -> ok;
-rep(F, N) -> F(), rep(F, N - 1).
+%% The peer-side code (bench/modes_peer.erl), compiled here, loaded there.
+peer_code() ->
+    Src = filename:join(filename:dirname(filename:absname(escript:script_name())), "modes_peer.erl"),
+    {ok, modes_peer, Bin} = compile:file(Src, [binary, report]),
+    Bin.
 
 median(L) -> lists:nth((length(L) + 1) div 2, lists:sort(L)).

@@ -5,7 +5,7 @@
 #include <erl_nif.h>
 
 #define PYN_ATOM_LIST(X) \
-    X(ok) X(error) X(true) X(false) X(none) X(nil) X(undefined)           \
+    X(ok) X(error) X(true) X(false) X(none) X(nil) X(undefined) X(idle)   \
     X(nan) X(infinity) X(neg_infinity) X(bytes) X(shared) X(nested)        \
     X(call) X(eval) X(exec) X(stream) X(stream_eval) \
     X(no_workers_available) X(worker_crashed) X(context_not_bound)         \

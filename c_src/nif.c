@@ -264,17 +264,19 @@ static ERL_NIF_TERM nif_cancel(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     return pyn_cancel(env, job);
 }
 
-/* pool_attach(PoolPid, RunnerPid, GraceMs, Mode): starts Python in Mode
- * (shared_gil | subinterp) the first time; ok | {error, Message}. */
+/* pool_attach(PoolPid, RunnerPid, GraceMs, Mode, MaxAbandoned): starts
+ * Python in Mode (shared_gil | subinterp) the first time; ok | {error,
+ * Message}. */
 static ERL_NIF_TERM nif_pool_attach(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     ErlNifPid pool, runner;
-    int grace;
+    int grace, max_abandoned;
     pyn_mode_t mode;
     char err[300];
     (void)argc;
     if (!enif_get_local_pid(env, argv[0], &pool) || !enif_get_local_pid(env, argv[1], &runner) ||
-        !enif_get_int(env, argv[2], &grace) || grace < 0)
+        !enif_get_int(env, argv[2], &grace) || grace < 0 ||
+        !enif_get_int(env, argv[4], &max_abandoned) || max_abandoned < 0)
         return enif_make_badarg(env);
     if (enif_is_identical(argv[3], enif_make_atom(env, "shared_gil")))
         mode = PYN_MODE_SHARED_GIL;
@@ -285,7 +287,7 @@ static ERL_NIF_TERM nif_pool_attach(ErlNifEnv *env, int argc, const ERL_NIF_TERM
     if (pyn_pool_boot(mode, err, sizeof err) != 0)
         return error_tuple(env, err);
     borrow_ok = pyn_pool_borrows() && !getenv("ERLANG_PYTHON_COPY_REQUESTS");
-    pyn_pool_attach(env, &pool, &runner, grace);
+    pyn_pool_attach(env, &pool, &runner, grace, max_abandoned);
     return ATOMS.ok;
 }
 
@@ -323,7 +325,7 @@ static ERL_NIF_TERM nif_worker_retire(ErlNifEnv *env, int argc, const ERL_NIF_TE
     return ATOMS.ok;
 }
 
-/* worker_bind(Worker, Bool) -> Gen | error */
+/* worker_bind(Worker, true | idle | false) -> Gen | error */
 static ERL_NIF_TERM nif_worker_bind(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     pyn_worker_t *w;
@@ -331,7 +333,9 @@ static ERL_NIF_TERM nif_worker_bind(ErlNifEnv *env, int argc, const ERL_NIF_TERM
     (void)argc;
     if (!enif_get_resource(env, argv[0], pyn_worker_type, (void **)&w) || !enif_is_atom(env, argv[1]))
         return enif_make_badarg(env);
-    gen = pyn_worker_bind(w, enif_is_identical(argv[1], ATOMS.true));
+    gen = pyn_worker_bind(w, enif_is_identical(argv[1], ATOMS.true)   ? PYN_BIND
+                             : enif_is_identical(argv[1], ATOMS.idle) ? PYN_BIND_IDLE
+                                                                      : PYN_UNBIND);
     return gen ? enif_make_uint64(env, gen) : ATOMS.error;
 }
 
@@ -519,7 +523,7 @@ static ErlNifFunc funcs[] = {
     {"submit_dirty", 4, nif_submit_dirty, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"job_age", 1, nif_job_age, 0},
     {"cancel", 1, nif_cancel, 0},
-    {"pool_attach", 4, nif_pool_attach, 0},
+    {"pool_attach", 5, nif_pool_attach, 0},
     {"pool_shutdown", 0, nif_pool_shutdown, 0},
     {"worker_start", 1, nif_worker_start, 0},
     {"worker_retire", 1, nif_worker_retire, 0},

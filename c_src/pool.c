@@ -47,7 +47,7 @@ static void retire_all(ErlNifEnv *env, ERL_NIF_TERM reason)
 }
 
 void pyn_pool_attach(ErlNifEnv *env, const ErlNifPid *pool, const ErlNifPid *runner,
-                     int grace_ms)
+                     int grace_ms, int max_abandoned)
 {
     retire_all(env, ATOMS.not_running);
     pthread_mutex_lock(&P.lock);
@@ -56,6 +56,7 @@ void pyn_pool_attach(ErlNifEnv *env, const ErlNifPid *pool, const ErlNifPid *run
     P.runner_pid = *runner;
     P.has_pool = 1;
     P.grace_ms = grace_ms;
+    P.max_abandoned = max_abandoned;
     P.running = 1;
     pthread_mutex_unlock(&P.lock);
 }

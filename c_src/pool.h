@@ -47,9 +47,10 @@ int pyn_pool_mode(void);
 int pyn_pool_borrows(void);
 
 /* Registers the pool and callback-runner processes; retires all workers
- * left by an earlier pool instance. */
+ * left by an earlier pool instance.  max_abandoned: how many abandoned
+ * workers' threads may still run (stuck in C) before no new worker starts. */
 void pyn_pool_attach(ErlNifEnv *env, const ErlNifPid *pool, const ErlNifPid *runner,
-                     int grace_ms);
+                     int grace_ms, int max_abandoned);
 /* Retires every worker, answers all queued jobs with {error, not_running}. */
 void pyn_pool_shutdown(ErlNifEnv *env);
 
@@ -59,9 +60,11 @@ pyn_worker_t *pyn_worker_start(int id, char *err, size_t errlen);
 /* Takes a worker out of service: its queued jobs and the jobs it is running
  * are answered with {error, Reason}; its thread exits when it can. */
 void pyn_worker_retire(ErlNifEnv *env, pyn_worker_t *w, ERL_NIF_TERM reason);
-/* Binds/unbinds; returns the new generation, or 0 if the worker is not
- * alive (or already in the requested state for bind). */
-uint64_t pyn_worker_bind(pyn_worker_t *w, int bind);
+/* Binds (PYN_BIND; PYN_BIND_IDLE: only if it runs and holds no request
+ * but a wipe) or unbinds (PYN_UNBIND); returns the new generation, or 0 if the
+ * worker is not alive, refuses (see worker.c) or is already in that state. */
+enum { PYN_UNBIND, PYN_BIND, PYN_BIND_IDLE };
+uint64_t pyn_worker_bind(pyn_worker_t *w, int how);
 /* Queues a control job on a worker's own queue.  0 ok, -1 dead. */
 int pyn_worker_control(pyn_worker_t *w, pyn_kind_t kind);
 /* Queues a control job on every worker in service. */

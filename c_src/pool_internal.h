@@ -62,6 +62,8 @@ struct pyn_worker {
     int bound;    /* serves only its own queues */
     uint64_t gen; /* bumps at every bind/unbind: stale handles are refused */
     int idle;     /* parked on cond, waiting for work */
+    int owed;     /* unbound while requests waited for any worker: it serves
+                   * the shared queue before it can be bound again */
     int64_t poll_ns; /* how long to poll before parking next time */
     pyn_queue_t own;    /* bound/context jobs and control jobs */
     pyn_queue_t nested; /* jobs made by the Erlang side of its callbacks */
@@ -101,6 +103,7 @@ typedef struct {
     int has_pool;
     ErlNifPid pool_pid, runner_pid;
     int grace_ms;
+    int max_abandoned; /* threads of retired workers still running, at most */
     ErlNifEnv *setup_env; /* the setup new workers run first (pyn_setup) */
     ERL_NIF_TERM setup_src;
     /* watchdog */

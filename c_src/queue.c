@@ -315,7 +315,7 @@ void pyn_job_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon)
  * a worker.  A hint, read without the lock. */
 static int likely_to_wait(pyn_worker_t *target, int nested)
 {
-    if (!nested && __atomic_load_n(&P.sem_cur, __ATOMIC_RELAXED) >=
+    if (!nested && !target && __atomic_load_n(&P.sem_cur, __ATOMIC_RELAXED) >=
                        __atomic_load_n(&P.sem_max, __ATOMIC_RELAXED))
         return 1; /* will wait for a semaphore slot */
     if (!target)
@@ -375,7 +375,7 @@ int pyn_submit(ErlNifEnv *env, pyn_job_t *job, pyn_worker_t *target, int nested,
      * to serve meanwhile.  Decided before the worker can see the job. */
     job->solo = P.pending == 0 && P.nbusy == 0;
     handoff = want_handoff && !nested && job->solo &&
-              P.sem_cur < P.sem_max && !P.slot_wait.head && starts_soon(job);
+              (target || (P.sem_cur < P.sem_max && !P.slot_wait.head)) && starts_soon(job);
     if (job->borrow == PYN_BR_BORROWED && (!handoff || !P.ex->borrows)) {
         /* A borrowed request must be copied after all: the caller copies it
          * and submits again. */
@@ -395,6 +395,13 @@ int pyn_submit(ErlNifEnv *env, pyn_job_t *job, pyn_worker_t *target, int nested,
     enif_keep_resource(job); /* the queue's reference */
     if (nested) {
         (void)enqueue_locked(job); /* nested work never waits for a slot */
+    } else if (target) {
+        /* Nor does a request to a bound worker: its caller already holds
+         * its share of the pool (the worker).  Were it to wait for a slot,
+         * unbound requests holding every slot while they wait for a worker
+         * would wait on it in turn: a deadlock until some call ends. */
+        job->handoff = handoff ? PYN_HO_SPIN : PYN_HO_NONE;
+        (void)enqueue_locked(job);
     } else if (P.sem_cur < P.sem_max && !P.slot_wait.head) {
         job->has_slot = 1;
         P.sem_cur++;

@@ -74,6 +74,16 @@ void run_job(pyn_worker_t *w, pyn_job_t *j)
         release_deferred(w);
 }
 
+/* The next request waiting for any worker, if w is unbound (lock held).
+ * Having looked, w owes the shared queue nothing more. */
+static pyn_job_t *pop_shared(pyn_worker_t *w)
+{
+    if (w->bound)
+        return NULL;
+    w->owed = 0;
+    return q_pop(&P.shared);
+}
+
 /* Polls for up to w->poll_ns.  Called and returns with the lock held. */
 static void spin(pyn_worker_t *w)
 {
@@ -92,6 +102,9 @@ static void spin(pyn_worker_t *w)
             break;
     }
     pthread_mutex_lock(&P.lock);
+    /* Bound while a shared job was promised to it: another must take it. */
+    if (P.spinner_claimed && w->bound && P.shared.head)
+        wake_parked();
     P.spinner = NULL;
     P.spinner_claimed = 0;
 }
@@ -121,8 +134,7 @@ static pyn_job_t *next_job(pyn_worker_t *w)
     for (;;) {
         if (w->state != PYN_W_ALIVE)
             break;
-        if ((j = q_pop(&w->nested)) || (j = q_pop(&w->own)) ||
-            (!w->bound && (j = q_pop(&P.shared))))
+        if ((j = q_pop(&w->nested)) || (j = q_pop(&w->own)) || (j = pop_shared(w)))
             break;
         if (!spun && (!P.spinner || P.spinner == w)) {
             spun = 1;
@@ -157,8 +169,7 @@ static pyn_job_t *try_next_job(pyn_worker_t *w)
         return NULL;
     pthread_mutex_lock(&P.lock);
     if (w->state == PYN_W_ALIVE &&
-        ((j = q_pop(&w->nested)) || (j = q_pop(&w->own)) ||
-         (!w->bound && (j = q_pop(&P.shared))))) {
+        ((j = q_pop(&w->nested)) || (j = q_pop(&w->own)) || (j = pop_shared(w)))) {
         release_poller(w);
         start_job(w, j);
     }
@@ -251,9 +262,17 @@ pyn_worker_t *pyn_worker_start(int id, char *err, size_t errlen)
     pthread_condattr_destroy(&ca);
 
     pthread_mutex_lock(&P.lock);
-    if (P.nworkers >= PYN_MAX_WORKERS || P.nall >= 2 * PYN_MAX_WORKERS) {
+    if (P.nworkers >= PYN_MAX_WORKERS || P.nall >= 2 * PYN_MAX_WORKERS ||
+        P.nall - P.nworkers >= P.max_abandoned) {
+        int abandoned = P.nall - P.nworkers;
         pthread_mutex_unlock(&P.lock);
-        snprintf(err, errlen, "too many workers");
+        if (abandoned >= P.max_abandoned)
+            snprintf(err, errlen,
+                     "%d abandoned workers are still running (stuck in C code); "
+                     "max_abandoned_workers is %d",
+                     abandoned, P.max_abandoned);
+        else
+            snprintf(err, errlen, "too many workers");
         enif_release_resource(w);
         return NULL;
     }
@@ -305,15 +324,37 @@ void pyn_worker_retire(ErlNifEnv *env, pyn_worker_t *w, ERL_NIF_TERM reason)
         enif_release_resource(w);
 }
 
-uint64_t pyn_worker_bind(pyn_worker_t *w, int bind)
+/* Whether w runs or has queued anything but a namespace wipe (lock held). */
+static int holds_request(const pyn_worker_t *w)
+{
+    const pyn_queue_t *qs[] = {&w->own, &w->nested};
+
+    if (w->current && w->current->kind != PYN_JOB_WIPE)
+        return 1;
+    for (int i = 0; i < 2; i++)
+        for (const pyn_job_t *j = qs[i]->head; j; j = j->next)
+            if (j->kind != PYN_JOB_WIPE)
+                return 1;
+    return 0;
+}
+
+uint64_t pyn_worker_bind(pyn_worker_t *w, int how)
 {
     pyn_job_t *wipe = pyn_job_new(PYN_JOB_WIPE);
     uint64_t gen = 0;
+    int bind = how != PYN_UNBIND;
 
     pthread_mutex_lock(&P.lock);
-    /* Not a worker still running a request its caller gave up on: it may
-     * be replaced when the grace period ends, losing the new binding. */
-    if (bind && w->current && w->current->cancelled) {
+    if (how == PYN_BIND_IDLE && holds_request(w)) {
+        pthread_mutex_unlock(&P.lock);
+        if (wipe)
+            enif_release_resource(wipe);
+        return 0;
+    }
+    /* Not a worker still running a request its caller gave up on (it may
+     * be replaced when the grace period ends, losing the new binding), nor
+     * one that owes the shared queue a look (w->owed). */
+    if (bind && ((w->current && w->current->cancelled) || w->owed)) {
         pthread_mutex_unlock(&P.lock);
         if (wipe)
             enif_release_resource(wipe);
@@ -323,6 +364,14 @@ uint64_t pyn_worker_bind(pyn_worker_t *w, int bind)
         w->bound = bind;
         w->gen++;
         P.nfree += bind ? -1 : 1;
+        /* Requests that waited for any worker come before the next
+         * binding: a process binding and unbinding in a loop must not
+         * starve them. */
+        w->owed = !bind && P.shared.head != NULL;
+        /* A shared job may have been promised to w (it was polling): a
+         * parked worker takes the shared queue now. */
+        if (bind && P.shared.head)
+            wake_parked();
         /* Wiped before the next holder's first job, which queues behind. */
         wipe->state = PYN_JS_QUEUED;
         q_push(&w->own, wipe);

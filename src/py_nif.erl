@@ -5,7 +5,7 @@
 
 -export([async_reply/1, async_cancel/1, sem_info/0, sem_set_max/1, slot_acquire/1,
          slot_release/1, clear_caches/0, setup/2, execution_info/0]).
--export([submit/4, submit_dirty/4, job_age/1, cancel/1, pool_attach/4, pool_shutdown/0, worker_start/1,
+-export([submit/4, submit_dirty/4, job_age/1, cancel/1, pool_attach/5, pool_shutdown/0, worker_start/1,
          worker_retire/1, worker_bind/2, stats/0, path_counts/0, cb_reply/2, version/0]).
 
 -on_load(init/0).
@@ -62,10 +62,11 @@ cancel(_Job) -> erlang:nif_error(not_loaded).
 
 %% @doc Starts Python in the given mode the first time (it is never
 %% stopped: a later call must ask for the same mode), registers the pool and
-%% callback-runner processes and retires old workers.
--spec pool_attach(pid(), pid(), non_neg_integer(), shared_gil | subinterp) ->
-          ok | {error, binary()}.
-pool_attach(_Pool, _Runner, _GraceMs, _Mode) -> erlang:nif_error(not_loaded).
+%% callback-runner processes and retires old workers.  MaxAbandoned: how
+%% many abandoned workers may still be stuck in C before no worker starts.
+-spec pool_attach(pid(), pid(), non_neg_integer(), shared_gil | subinterp,
+                  non_neg_integer()) -> ok | {error, binary()}.
+pool_attach(_Pool, _Runner, _GraceMs, _Mode, _MaxAbandoned) -> erlang:nif_error(not_loaded).
 
 %% @doc Retires all workers and answers every queued request `not_running'.
 -spec pool_shutdown() -> ok.
@@ -79,8 +80,9 @@ worker_start(_Id) -> erlang:nif_error(not_loaded).
 -spec worker_retire(worker()) -> ok.
 worker_retire(_W) -> erlang:nif_error(not_loaded).
 
-%% @doc Binds or unbinds a worker; returns the new generation or `error'.
--spec worker_bind(worker(), boolean()) -> pos_integer() | error.
+%% @doc Binds (`true'; `idle': only if it runs and holds no request) or
+%% unbinds (`false') a worker; returns the new generation or `error'.
+-spec worker_bind(worker(), boolean() | idle) -> pos_integer() | error.
 worker_bind(_W, _Bind) -> erlang:nif_error(not_loaded).
 
 %% @doc Pool counters.

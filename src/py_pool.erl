@@ -77,7 +77,8 @@ init([]) ->
     Paths = [RtDir | application:get_env(erlang_python, python_path, [])],
     case chosen_mode() of
         {ok, Mode} ->
-            case py_nif:pool_attach(self(), Runner, Grace, Mode) of
+            MaxAbandoned = application:get_env(erlang_python, max_abandoned_workers, 16),
+            case py_nif:pool_attach(self(), Runner, Grace, Mode, MaxAbandoned) of
                 ok -> start(N, Paths, Mode);
                 {error, Why} -> {stop, {execution_mode, Mode, Why}}
             end;
@@ -87,7 +88,7 @@ init([]) ->
 
 start(N, Paths, Mode) ->
     State0 = #{workers => #{}, next_id => 1, owners => #{}, mode => Mode,
-               paths => Paths, venv => undefined},
+               paths => Paths, venv => undefined, size => N},
     %% Each sub-interpreter has its own sys.path: every worker runs the
     %% setup first.
     ok = case Mode of
@@ -228,6 +229,8 @@ handle_info({'$py_worker_lost', Id}, #{workers := Ws} = State) ->
         error ->
             {noreply, State}
     end;
+handle_info(replenish, State) ->
+    {noreply, replenish(State)};
 handle_info(_Msg, State) ->
     {noreply, State}.
 
@@ -262,18 +265,23 @@ guardian() ->
     receive stop -> ok end.
 
 %% Takes a free worker for Binding.  The NIF refuses a worker that is still
-%% running a request its caller gave up on (it may be replaced soon): the
-%% next free one is tried.
+%% running a request its caller gave up on (it may be replaced soon), and
+%% one unbound while requests waited for any worker (they come first): the
+%% next free one is tried.  A worker running nothing is taken first: the
+%% holder's first call does not wait behind another caller's request.
 checkout(Binding, State) ->
     Free = lists:keysort(#worker.id, [W || W = #worker{bound = none} <- workers_of(State)]),
-    checkout(Binding, Free, State).
+    case checkout(Binding, Free, idle, State) of
+        {error, no_workers_available} -> checkout(Binding, Free, true, State);
+        Taken -> Taken
+    end.
 
-checkout(_Binding, [], _State) ->
+checkout(_Binding, [], _How, _State) ->
     {error, no_workers_available};
-checkout(Binding, [W | Rest], State) ->
-    case py_nif:worker_bind(W#worker.res, true) of
+checkout(Binding, [W | Rest], How, State) ->
+    case py_nif:worker_bind(W#worker.res, How) of
         error ->
-            checkout(Binding, Rest, State);
+            checkout(Binding, Rest, How, State);
         Gen ->
             Bound = case Binding of
                         {process, P} -> {process, P};
@@ -294,12 +302,24 @@ checkin(#worker{res = Res, bound = B} = W, State) ->
 %% W is lost: drop its bindings, start a replacement.
 replace(#worker{id = Id, bound = B}, #{workers := Ws} = State) ->
     forget_binding(B),
-    State1 = State#{workers := maps:remove(Id, Ws)},
-    case start_worker(State1) of
-        {ok, State2} -> State2;
+    replenish(State#{workers := maps:remove(Id, Ws)}).
+
+%% Starts workers until the pool has its size again.  When one cannot
+%% start (too many abandoned workers still stuck in C: max_abandoned_workers),
+%% the pool runs short, logs why, and tries again every second.
+replenish(#{workers := Ws, size := N} = State) when map_size(Ws) >= N ->
+    State#{replenishing => false};
+replenish(State) ->
+    case start_worker(State) of
+        {ok, State1} ->
+            replenish(State1);
         {error, Reason} ->
-            logger:error("erlang_python: cannot replace worker ~p: ~p", [Id, Reason]),
-            State1
+            case maps:get(replenishing, State, false) of
+                true -> ok;
+                false -> logger:error("erlang_python: cannot replace a worker: ~p", [Reason])
+            end,
+            erlang:send_after(1000, self(), replenish),
+            State#{replenishing => true}
     end.
 
 forget_binding({process, Pid}) -> ets:delete(?BINDINGS, Pid);

@@ -33,7 +33,8 @@
          namespace_wiped_between_holders/1, with_context_raising_fun/1,
          ctx_used_from_other_process/1, thread_affinity/1, bind_idempotent/1,
          unbind_when_not_bound/1, unbind_ctx_twice/1, is_bound_transitions/1,
-         main_calls_on_bound_worker/1, stress_many_binders/1]).
+         main_calls_on_bound_worker/1, stress_many_binders/1,
+         binders_do_not_starve_queue/1, bound_calls_need_no_slot/1]).
 
 -import(py_test_lib, [wait_until/2]).
 
@@ -61,7 +62,7 @@ groups() ->
        ctx_used_from_other_process, thread_affinity, bind_idempotent,
        unbind_when_not_bound, unbind_ctx_twice, is_bound_transitions,
        main_calls_on_bound_worker]},
-     {stress, [], [stress_many_binders]}].
+     {stress, [], [stress_many_binders, binders_do_not_starve_queue, bound_calls_need_no_slot]}].
 
 init_per_suite(Config) ->
     Saved = py_test_lib:save_env([num_workers, python_path]),
@@ -655,6 +656,74 @@ stress_many_binders(_Config) ->
     ?assertEqual([], Wrong),
     ?assertEqual(idle(4), stats()),
     ?assertEqual([false, false, false, false], [B || #{bound := B} <- py_pool:workers()]).
+
+%% A process that binds, calls and unbinds in a tight loop does not starve
+%% unbound requests: a worker unbound while requests wait for any worker
+%% serves them before it can be bound again.  Here two workers are held by
+%% contexts and one sleeps on an unbound request, so the binder's worker
+%% is the only one that can serve the test's calls, and its binder's
+%% namespace takes long to wipe.
+binders_do_not_starve_queue(_Config) ->
+    Parent = self(),
+    {ok, C1} = py:bind(new),
+    {ok, C2} = py:bind(new),
+    Sleeper = spawn_link(fun() ->
+                                 Parent ! {slept, py:eval(<<"__import__('time').sleep(4) or 1">>)}
+                         end),
+    timer:sleep(200), % the sleep has started
+    Binder = fun Loop(N) ->
+                     receive stop -> Parent ! {binder_done, self(), N}
+                     after 0 ->
+                             case py:bind() of
+                                 ok ->
+                                     %% its namespace takes 20 ms to wipe
+                                     ok = py:exec(<<"import time\n"
+                                                    "class Slow:\n"
+                                                    "    def __del__(self, sleep=time.sleep): sleep(0.02)\n"
+                                                    "slow = Slow()\n">>),
+                                     {ok, 2} = py:eval(<<"1 + 1">>),
+                                     ok = py:unbind(),
+                                     Loop(N + 1);
+                                 {error, no_workers_available} ->
+                                     Loop(N)
+                             end
+                     end
+             end,
+    B = spawn_link(fun() -> Binder(0) end),
+    timer:sleep(50),
+    Results = [py:eval(<<"x * 3">>, #{x => I}, 500) || I <- lists:seq(1, 5)],
+    B ! stop,
+    Cycles = receive {binder_done, B, N} -> N after 10000 -> no_answer end,
+    ct:pal("binder cycles meanwhile: ~p", [Cycles]),
+    ?assertEqual([{ok, 3 * I} || I <- lists:seq(1, 5)], Results),
+    ?assert(Cycles > 0),
+    ?assertEqual({slept, {ok, 1}}, receive {slept, _} = S -> S after 10000 -> no_answer end),
+    is_pid(Sleeper) andalso py:unbind(C1) =:= ok andalso py:unbind(C2) =:= ok.
+
+%% A call to a bound worker does not wait for a max_concurrent slot: its
+%% caller holds its worker already.  Here every slot is held by unbound
+%% requests that wait for the one unbound worker (busy for 1 s each); the
+%% contexts' calls answer at once all the same.
+bound_calls_need_no_slot(_Config) ->
+    Max = py_semaphore:max_concurrent(),
+    Ctxs = [begin {ok, C} = py:bind(new), C end || _ <- lists:seq(1, 3)],
+    ok = py_semaphore:set_max_concurrent(3),
+    try
+        Parent = self(),
+        [spawn_link(fun() -> Parent ! {unbound, I, py:eval(<<"__import__('time').sleep(1) or x">>, #{x => I})} end)
+         || I <- lists:seq(1, 3)],
+        ?assertEqual(3, wait_until(fun py_semaphore:current/0, fun(N) -> N =:= 3 end)),
+        ?assertEqual([{ok, 2 * I} || I <- lists:seq(1, 3)],
+                     [py:ctx_eval(C, <<"x * 2">>, #{x => I}, 500)
+                      || {I, C} <- lists:zip(lists:seq(1, 3), Ctxs)]),
+        ?assertEqual(3, py_semaphore:current()),
+        Unbound = [receive {unbound, I, R} -> {I, R} after 10000 -> {I, no_answer} end
+                   || I <- lists:seq(1, 3)],
+        ?assertEqual([{I, {ok, I}} || I <- lists:seq(1, 3)], Unbound)
+    after
+        ok = py_semaphore:set_max_concurrent(Max),
+        [py:unbind(C) || C <- Ctxs]
+    end.
 
 stress_worker(I) ->
     rand:seed(exsss, {I, I * 7, I * 13}),

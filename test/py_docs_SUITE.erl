@@ -62,7 +62,7 @@ original_docs_run(Config) ->
     ?assertEqual([], [K || {K, _} <- how_table(), not lists:member(K, Keys)]).
 
 run_block(File, N, Text) ->
-    case how(File, N) of
+    case how(File, N, Text) of
         {skip, Why} ->
             {skipped, Why};
         How ->
@@ -138,10 +138,17 @@ cleanup() ->
 -define(COVERED, "run, and checked verbatim, by py_context_SUITE (doc_* cases)").
 
 %% How a block runs: its entry in how_table/0, else its file's default.
-how(File, N) ->
-    case lists:keyfind({File, N}, 1, how_table()) of
-        {_, How} -> How;
-        false -> how_file(File)
+%% With sub-interpreters, no block that uses tracemalloc can run.
+how(File, N, Text) ->
+    case py_test_lib:subinterp_mode() andalso string:find(Text, "tracemalloc") =/= nomatch of
+        true ->
+            {skip, "uses tracemalloc, whose C part cannot load in a sub-interpreter "
+             "(execution_mode subinterp; docs/scalability.md)"};
+        false ->
+            case lists:keyfind({File, N}, 1, how_table()) of
+                {_, How} -> How;
+                false -> how_file(File)
+            end
     end.
 
 how_file("docs/ai-integration.md") -> {skip, ?AI_MODEL};
@@ -153,9 +160,6 @@ how_table() ->
     mode_table() ++ static_table().
 
 mode_table() ->
-    [{{"README.md", 13},
-      {skip, "needs tracemalloc, whose C part cannot load in a sub-interpreter "
-        "(execution_mode subinterp; docs/scalability.md)"}} || py_test_lib:subinterp_mode()] ++
     [{{"docs/scalability.md", 5},
       {skip, "needs sub-interpreters: py:subinterp_supported() is false on Python 3.11 "
         "(the parallel call itself runs as README #6)"}} || not py:subinterp_supported()].

@@ -551,8 +551,9 @@ app_stop_in_flight(_Config) ->
                end,
     Binders = [caller({binder, I}, fun() -> Self ! {looping, {b, I}}, BindLoop(0) end)
                || I <- [1, 2, 3]],
-    [receive {looping, I} -> ok after 5000 -> error({not_looping, I}) end
-     || I <- lists:seq(1, 30) ++ [{b, 1}, {b, 2}, {b, 3}]],
+    [receive {looping, I} -> ok
+     after 5000 -> error({not_looping, I, py_pool:get_stats(), py_semaphore:current()})
+     end || I <- lists:seq(1, 30) ++ [{b, 1}, {b, 2}, {b, 3}]],
     timer:sleep(200),
     T0 = now_ms(),
     ?assertEqual(ok, application:stop(erlang_python)),

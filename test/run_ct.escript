@@ -17,7 +17,8 @@ main(Args) ->
              end,
     TestDir = filename:join(Root, "test"),
     {Python, Minor, Mode} = python(),
-    Excluded = [X || {Suite, _, _} = X <- excluded(Minor, Mode), lists:member(Suite, Suites)],
+    Excluded = [X || {Suite, _, _} = X <- excluded(Python, Minor, Mode),
+                     lists:member(Suite, Suites)],
     Spec = [{logdir, LogDir},
             {auto_compile, true},
             {include, [filename:join(Root, "include")]},
@@ -53,9 +54,15 @@ python() ->
 
 %% Cases that cannot hold for a Python build or mode, each with the reason
 %% (printed at the end of the run).
-excluded(Minor, Mode) ->
+excluded(Python, Minor, Mode) ->
+    Cpython3130 = "CPython 3.13.0 bug: an exception raised between bytecodes at a loop's "
+                  "backward jump (a signal handler's, an asynchronous one, our interrupt) "
+                  "skips the except and finally clauses of that function, so interrupted "
+                  "code cannot count or swallow its interruption (3.11 and 3.12 are fine)",
     NoNumpy = "Debian's python3-numpy is built for Python 3.11 only, and this "
               "machine has no other numpy (no PyPI)",
+    [{py_fault_SUITE, C, Cpython3130} || Python =:= "3.13.0",
+                                        C <- [killed_while_running, interrupt_swallowed]] ++
     [{py_runtime_SUITE, C, NoNumpy} || Minor =/= 11,
                                         C <- [numpy_arrays, numpy_scalars, numpy_every_worker,
                                               numpy_bound_contexts]] ++

@@ -43,8 +43,8 @@ def sleep_marked(pid, tag, secs):
     """Tells pid it started, then sleeps in C (not interruptible).  Counts
     'sleep_exit' when the sleep is over, also when an interruption that
     came meanwhile is raised right after it; 'sleep_done' when it returns."""
-    erlang.send(pid, ('started', tag))
-    try:
+    try:  # the interruption may come as soon as pid knows (even before sleep)
+        erlang.send(pid, ('started', tag))
         time.sleep(secs)
     except BaseException:
         bump('sleep_exit')
@@ -56,9 +56,9 @@ def sleep_marked(pid, tag, secs):
 
 def spin_marked(pid, tag, secs):
     """Tells pid it started, then spins in Python (interruptible) for secs."""
-    erlang.send(pid, ('started', tag))
     end = time.monotonic() + secs
-    try:
+    try:  # the interruption may come as soon as pid knows
+        erlang.send(pid, ('started', tag))
         while time.monotonic() < end:
             pass
     except BaseException:
@@ -71,10 +71,13 @@ def spin_marked(pid, tag, secs):
 def stubborn(pid, tag, secs):
     """Spins for secs, swallowing every interruption (erlang.Interrupted is a
     BaseException), so that the worker must be replaced."""
-    erlang.send(pid, ('started', tag))
     end = time.monotonic() + secs
+    sent = False
     while True:
         try:
+            if not sent:  # the interruption may come as soon as pid knows
+                sent = True
+                erlang.send(pid, ('started', tag))
             while time.monotonic() < end:
                 pass
             break
