@@ -342,7 +342,7 @@ int pyn_handoff_likely(pyn_worker_t *target, int patient)
 int pyn_submit(ErlNifEnv *env, pyn_job_t *job, pyn_worker_t *target, int nested,
                uint64_t gen, ERL_NIF_TERM *err)
 {
-    int want_handoff = job->handoff == PYN_HO_SPIN, handoff;
+    int want_handoff = job->handoff == PYN_HO_SPIN, handoff, admitted;
 
     job->handoff = PYN_HO_NONE;
     enif_self(env, &job->caller);
@@ -374,8 +374,12 @@ int pyn_submit(ErlNifEnv *env, pyn_job_t *job, pyn_worker_t *target, int nested,
      * nothing else runs: the caller's scheduler then has no other request
      * to serve meanwhile.  Decided before the worker can see the job. */
     job->solo = P.pending == 0 && P.nbusy == 0;
-    handoff = want_handoff && !nested && job->solo &&
-              (target || (P.sem_cur < P.sem_max && !P.slot_wait.head)) && starts_soon(job);
+    /* A request to a bound worker takes no slot: its caller holds its share
+     * of the pool already (the worker).  Were it to wait for a slot, unbound
+     * requests holding every slot while they wait for a worker would wait
+     * on it in turn: a deadlock until some call ends. */
+    admitted = target || (P.sem_cur < P.sem_max && !P.slot_wait.head);
+    handoff = want_handoff && !nested && job->solo && admitted && starts_soon(job);
     if (job->borrow == PYN_BR_BORROWED && (!handoff || !P.ex->borrows)) {
         /* A borrowed request must be copied after all: the caller copies it
          * and submits again. */
@@ -395,16 +399,11 @@ int pyn_submit(ErlNifEnv *env, pyn_job_t *job, pyn_worker_t *target, int nested,
     enif_keep_resource(job); /* the queue's reference */
     if (nested) {
         (void)enqueue_locked(job); /* nested work never waits for a slot */
-    } else if (target) {
-        /* Nor does a request to a bound worker: its caller already holds
-         * its share of the pool (the worker).  Were it to wait for a slot,
-         * unbound requests holding every slot while they wait for a worker
-         * would wait on it in turn: a deadlock until some call ends. */
-        job->handoff = handoff ? PYN_HO_SPIN : PYN_HO_NONE;
-        (void)enqueue_locked(job);
-    } else if (P.sem_cur < P.sem_max && !P.slot_wait.head) {
-        job->has_slot = 1;
-        P.sem_cur++;
+    } else if (admitted) {
+        if (!target) {
+            job->has_slot = 1;
+            P.sem_cur++;
+        }
         job->handoff = handoff ? PYN_HO_SPIN : PYN_HO_NONE;
         (void)enqueue_locked(job);
     } else {

@@ -102,9 +102,6 @@ static void spin(pyn_worker_t *w)
             break;
     }
     pthread_mutex_lock(&P.lock);
-    /* Bound while a shared job was promised to it: another must take it. */
-    if (P.spinner_claimed && w->bound && P.shared.head)
-        wake_parked();
     P.spinner = NULL;
     P.spinner_claimed = 0;
 }
@@ -262,9 +259,9 @@ pyn_worker_t *pyn_worker_start(int id, char *err, size_t errlen)
     pthread_condattr_destroy(&ca);
 
     pthread_mutex_lock(&P.lock);
+    int abandoned = P.nall - P.nworkers;
     if (P.nworkers >= PYN_MAX_WORKERS || P.nall >= 2 * PYN_MAX_WORKERS ||
-        P.nall - P.nworkers >= P.max_abandoned) {
-        int abandoned = P.nall - P.nworkers;
+        abandoned >= P.max_abandoned) {
         pthread_mutex_unlock(&P.lock);
         if (abandoned >= P.max_abandoned)
             snprintf(err, errlen,
@@ -345,16 +342,12 @@ uint64_t pyn_worker_bind(pyn_worker_t *w, int how)
     int bind = how != PYN_UNBIND;
 
     pthread_mutex_lock(&P.lock);
-    if (how == PYN_BIND_IDLE && holds_request(w)) {
-        pthread_mutex_unlock(&P.lock);
-        if (wipe)
-            enif_release_resource(wipe);
-        return 0;
-    }
     /* Not a worker still running a request its caller gave up on (it may
      * be replaced when the grace period ends, losing the new binding), nor
-     * one that owes the shared queue a look (w->owed). */
-    if (bind && ((w->current && w->current->cancelled) || w->owed)) {
+     * one that owes the shared queue a look (w->owed), nor for
+     * PYN_BIND_IDLE one that holds a request. */
+    if (bind && ((w->current && w->current->cancelled) || w->owed ||
+                 (how == PYN_BIND_IDLE && holds_request(w)))) {
         pthread_mutex_unlock(&P.lock);
         if (wipe)
             enif_release_resource(wipe);
@@ -368,8 +361,8 @@ uint64_t pyn_worker_bind(pyn_worker_t *w, int how)
          * binding: a process binding and unbinding in a loop must not
          * starve them. */
         w->owed = !bind && P.shared.head != NULL;
-        /* A shared job may have been promised to w (it was polling): a
-         * parked worker takes the shared queue now. */
+        /* A shared job may have been promised to w (it was polling, or
+         * was woken for it): a parked worker takes the shared queue now. */
         if (bind && P.shared.head)
             wake_parked();
         /* Wiped before the next holder's first job, which queues behind. */

@@ -230,7 +230,7 @@ handle_info({'$py_worker_lost', Id}, #{workers := Ws} = State) ->
             {noreply, State}
     end;
 handle_info(replenish, State) ->
-    {noreply, replenish(State)};
+    {noreply, replenish(maps:remove(retry, State))};
 handle_info(_Msg, State) ->
     {noreply, State}.
 
@@ -306,20 +306,22 @@ replace(#worker{id = Id, bound = B}, #{workers := Ws} = State) ->
 
 %% Starts workers until the pool has its size again.  When one cannot
 %% start (too many abandoned workers still stuck in C: max_abandoned_workers),
-%% the pool runs short, logs why, and tries again every second.
+%% the pool runs short, logs why once (`short'), and tries again every
+%% second (`retry': one timer at a time).
 replenish(#{workers := Ws, size := N} = State) when map_size(Ws) >= N ->
-    State#{replenishing => false};
+    maps:remove(short, State);
 replenish(State) ->
     case start_worker(State) of
         {ok, State1} ->
             replenish(State1);
         {error, Reason} ->
-            case maps:get(replenishing, State, false) of
-                true -> ok;
-                false -> logger:error("erlang_python: cannot replace a worker: ~p", [Reason])
-            end,
-            erlang:send_after(1000, self(), replenish),
-            State#{replenishing => true}
+            maps:is_key(short, State) orelse
+                logger:error("erlang_python: cannot replace a worker: ~p", [Reason]),
+            Retry = case State of
+                        #{retry := T} -> T;
+                        _ -> erlang:send_after(1000, self(), replenish)
+                    end,
+            State#{short => true, retry => Retry}
     end.
 
 forget_binding({process, Pid}) -> ets:delete(?BINDINGS, Pid);

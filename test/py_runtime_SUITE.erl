@@ -395,8 +395,12 @@ memory_stats_keys(_Config) ->
 gc_generations(_Config) ->
     %% bound: the counters read are those of the interpreter collected
     %% (with sub-interpreters each worker has its own)
+    bound(fun gc_generations/0).
+
+%% Runs Fun from this process bound to a worker, then checks the pool idle.
+bound(Fun) ->
     ok = py:bind(),
-    try gc_generations()
+    try Fun()
     after ok = py:unbind()
     end,
     assert_idle().
@@ -425,11 +429,7 @@ gc_generations() ->
 gc_cyclic_garbage(_Config) ->
     %% bound: with one interpreter per worker (execution_mode subinterp) the
     %% cycles and the collection must be in the same one
-    ok = py:bind(),
-    try gc_cyclic_garbage()
-    after ok = py:unbind()
-    end,
-    assert_idle().
+    bound(fun gc_cyclic_garbage/0).
 
 gc_cyclic_garbage() ->
     ?assertEqual({ok, 50}, py:call(?H, make_cycles, [50])),
