@@ -68,9 +68,9 @@ measure_stuck(Ebin, Nif) ->
     in_peer(Ebin, Nif, subinterp, 4, {stuck, []}).
 
 in_peer(Ebin, Nif, Mode, Workers, {Fun, Args}) ->
-    {ok, Peer} = peer:start_link(#{connection => standard_io,
-                                   args => ["-pa", Ebin],
-                                   env => [{"ERLANG_PYTHON_NIF", Nif}]}),
+    {ok, Peer, _Node} = peer:start_link(#{connection => standard_io,
+                                         args => ["-pa", Ebin],
+                                         env => [{"ERLANG_PYTHON_NIF", Nif}]}),
     try
         ok = peer:call(Peer, application, load, [erlang_python]),
         [ok = peer:call(Peer, application, set_env, [erlang_python, K, V])

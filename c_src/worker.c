@@ -261,9 +261,9 @@ pyn_worker_t *pyn_worker_start(int id, char *err, size_t errlen)
     pthread_mutex_lock(&P.lock);
     int abandoned = P.nall - P.nworkers;
     if (P.nworkers >= PYN_MAX_WORKERS || P.nall >= 2 * PYN_MAX_WORKERS ||
-        abandoned >= P.max_abandoned) {
+        abandoned > P.max_abandoned) {
         pthread_mutex_unlock(&P.lock);
-        if (abandoned >= P.max_abandoned)
+        if (abandoned > P.max_abandoned)
             snprintf(err, errlen,
                      "%d abandoned workers are still running (stuck in C code); "
                      "max_abandoned_workers is %d",

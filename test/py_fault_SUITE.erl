@@ -34,13 +34,14 @@
          stuck_in_c_timeout/1,
          stuck_in_c_all_workers/1,
          abandoned_calls_do_not_starve/1,
+         abandoned_cap/1,
          interrupt_swallowed/1,
          workers_killed_under_load/1,
          app_stop_in_flight/1,
          app_stop_while_binding/1]).
 
 %% used inside a peer node
--export([peer_killed_endless/0, peer_abandoned_calls/0]).
+-export([peer_killed_endless/0, peer_abandoned_calls/0, peer_abandoned_cap/0]).
 
 -import(py_test_lib, [now_ms/0, wait_until/3, wait_pool_idle/2, worker_ids/0,
                       all_workers_answer/1, flush_mailbox/0, no_stray_messages/1,
@@ -67,6 +68,7 @@ all() ->
      stuck_in_c_timeout,
      stuck_in_c_all_workers,
      abandoned_calls_do_not_starve,
+     abandoned_cap,
      interrupt_swallowed,
      workers_killed_under_load,
      app_stop_in_flight,
@@ -452,6 +454,54 @@ peer_abandoned_calls() ->
     Answer = try assert_recovered() catch C:R -> {C, R} end,
     #{waves => [W1, W2], served => Served, workers_answer => Answer,
       others => length(Others), stats => py_pool:get_stats()}.
+
+%% max_abandoned_workers bounds the abandoned workers that are replaced:
+%% with a cap of 1, the first worker stuck in C is replaced, the second is
+%% not while the first is still stuck (the pool runs one short and goes on
+%% serving), and once the first one's C code returns the pool is whole
+%% again (it retries every second).  In a peer with the cap set.
+abandoned_cap(Config) ->
+    Res = py_test_lib:in_peer([{max_abandoned_workers, 1} | env(?config(helpers_dir, Config))],
+                              60000, fun(Call) -> Call(?MODULE, peer_abandoned_cap, []) end),
+    ?REPORT("abandoned_cap (in a peer): ~p", [Res]),
+    ?assertMatch(#{first := {error, timeout}, second := {error, timeout},
+                   after_first := ?NUM_WORKERS, short := ok, served := ok,
+                   whole_again := ok}, Res).
+
+peer_abandoned_cap() ->
+    Count = fun() -> length(worker_ids()) end,
+    Stuck = fun(Secs) ->
+                    Before = worker_ids(),
+                    R = py:exec(<<"import time; time.sleep(s)">>, #{s => Secs}, 100),
+                    %% its worker leaves the pool after the grace period
+                    wait_until(fun() -> Now = worker_ids(),
+                                        {[Id || Id <- Before, not lists:member(Id, Now)] =/= [], Now}
+                               end, ?RECOVER_MS, not_abandoned),
+                    R
+            end,
+    First = Stuck(6.0),
+    %% one abandoned worker alive: within the cap, replaced
+    wait_until(fun() -> {Count() =:= ?NUM_WORKERS, Count()} end, ?RECOVER_MS, not_replaced),
+    AfterFirst = Count(),
+    Second = Stuck(6.0),
+    %% two alive, past the cap: no replacement, through several retries
+    timer:sleep(2500),
+    Short = case Count() of
+                N when N =:= ?NUM_WORKERS - 1 -> ok;
+                N -> {workers, N}
+            end,
+    Answers = [py:eval(<<"x * 2">>, #{x => I}, 5000) || I <- lists:seq(1, 20)],
+    Served = case Answers =:= [{ok, 2 * I} || I <- lists:seq(1, 20)] of
+                 true -> ok;
+                 false -> {not_served, lists:usort(Answers)}
+             end,
+    %% the first sleep ends: one retry later the pool is whole
+    Whole = try wait_until(fun() -> {Count() =:= ?NUM_WORKERS, Count()} end, 10000, not_whole),
+                all_workers_answer(?NUM_WORKERS)
+            catch C:R -> {C, R}
+            end,
+    #{first => First, second => Second, after_first => AfterFirst, short => Short,
+      served => Served, whole_again => Whole, stats => py_pool:get_stats()}.
 
 %% Code that catches its interruption (erlang.Interrupted is a
 %% BaseException) and goes on: the caller still gets {error, timeout} on
