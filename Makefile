@@ -4,7 +4,7 @@ REBAR ?= rebar3
 EBIN := _build/default/lib/erlang_python/ebin
 ERL_RUN := erl -noshell -pa $(EBIN)
 
-.PHONY: all deps compile demo shell test test-subinterp ct asan valgrind lint dialyzer xref bench clean
+.PHONY: all deps compile demo shell test test-subinterp ct asan valgrind lint dialyzer xref docs bench clean
 
 all: compile
 
@@ -72,6 +72,14 @@ dialyzer: compile
 
 xref: compile
 	@$(REBAR) xref
+
+# Reference pages (edoc) in _build/edoc/, index.html first; fails if an
+# export has no @doc.  docs/overview.edoc is the front page (links to the
+# guides in docs/).
+docs: compile
+	@$(REBAR) edoc
+	@escript scripts/check_docs.escript src
+	@echo "docs: $(CURDIR)/_build/edoc/index.html"
 
 bench: compile
 	@escript bench/bench.escript

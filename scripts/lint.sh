@@ -3,16 +3,17 @@
 #   C (c_src/*.c): cppcheck, clang-tidy (curated checks), gcc -fanalyzer,
 #                  layers (scripts/layers.py: dependencies between units
 #                  run one way, no cycles)
-#   Erlang:        rebar3 xref, rebar3 dialyzer
+#   Erlang:        rebar3 xref, rebar3 dialyzer, edoc (scripts/check_docs.escript:
+#                  every export has @doc; -spec is the compiler's warn_missing_spec)
 # Every tool runs even when an earlier one complained; the exit status is 1
 # if any of them reported something, and the last line says which.
 # LINT_TOOLS="cppcheck clang-tidy" (a subset of: cppcheck clang-tidy
-# fanalyzer layers xref dialyzer) runs only those; LINT_VERBOSE=1 shows clang-tidy's
+# fanalyzer layers xref dialyzer edoc) runs only those; LINT_VERBOSE=1 shows clang-tidy's
 # full analyzer paths (by default one line per finding).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-TOOLS="${LINT_TOOLS:-cppcheck clang-tidy fanalyzer layers xref dialyzer}"
+TOOLS="${LINT_TOOLS:-cppcheck clang-tidy fanalyzer layers xref dialyzer edoc}"
 ERL="${ERL:-erl}"
 REBAR="${REBAR:-rebar3}"
 PYTHON_INCLUDE="${PYTHON_INCLUDE:-$(/usr/bin/python3 -c 'import sysconfig; print(sysconfig.get_path("include"))')}"
@@ -95,6 +96,7 @@ has fanalyzer  && run "gcc -fanalyzer" fanalyzer_run
 has layers     && run "layers (one-way dependencies)" python3 scripts/layers.py
 has xref       && run "rebar3 xref" "$REBAR" xref
 has dialyzer   && run "rebar3 dialyzer" "$REBAR" dialyzer
+has edoc       && run "edoc (@doc on every export)" escript scripts/check_docs.escript src
 
 if [ ${#failed[@]} -gt 0 ]; then
     echo "lint: FAILED: ${failed[*]}"

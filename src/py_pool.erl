@@ -67,6 +67,15 @@ init([]) ->
     N = application:get_env(erlang_python, num_workers, 4),
     Grace = application:get_env(erlang_python, cancel_grace_ms, 1000),
     _ = ets:new(?BINDINGS, [named_table, protected, set, {read_concurrency, true}]),
+    %% A refused start deletes the table itself: the caller hears of the
+    %% failure before this process has exited (and its tables with it), so
+    %% a start that follows at once would find the name still taken.
+    case init_pool(N, Grace) of
+        {ok, _} = Ok -> Ok;
+        {stop, _} = Stop -> ets:delete(?BINDINGS), Stop
+    end.
+
+init_pool(N, Grace) ->
     %% Default: every worker can be busy, with the original library's
     %% schedulers * 2 + 1 requests queued behind them.
     Max = application:get_env(erlang_python, max_concurrent,
