@@ -17,7 +17,7 @@ main(Args) ->
 missing(File) ->
     {ok, Forms} = epp:parse_file(File, [{includes, ["include"]}]),
     Exports = lists:append([E || {attribute, _, export, E} <- Forms]),
-    Callbacks = [{M, F, A} || {attribute, _, behaviour, M} <- Forms, {F, A} <- callbacks(M)],
+    Callbacks = lists:append([callbacks(M) || {attribute, _, behaviour, M} <- Forms]),
     Specs = maps:from_list([{FA, line(Anno)} || {attribute, Anno, spec, {FA, _}} <- Forms]),
     Funs = maps:from_list([{{N, A}, line(Anno)} || {function, Anno, N, A, _} <- Forms]),
     %% lines that end a comment containing @doc, and every comment line
@@ -27,7 +27,7 @@ missing(File) ->
     CommentLines = lists:append([lists:seq(L, L + length(Text) - 1) || {L, _, _, Text} <- Comments]),
     [{File, Head, N, A}
      || {N, A} = FA <- Exports,
-        not lists:keymember(FA, 2, [{M, {F, Ar}} || {M, F, Ar} <- Callbacks]),
+        not lists:member(FA, Callbacks),
         Head <- [min(maps:get(FA, Specs, infinity), maps:get(FA, Funs))],
         not documented(Head, DocEnds, CommentLines)].
 

@@ -312,8 +312,13 @@ alive_in(Ctxs) ->
 
 %% Binds every worker as a context, sums Fun(Ctx) over them, unbinds.
 on_each_worker(Fun) ->
+    lists:sum(each_worker(Fun)).
+
+%% Fun(Ctx) on a context of each worker (all bound at once, so all
+%% different); the list of its results.
+each_worker(Fun) ->
     Ctxs = [begin {ok, C} = py:bind(new), C end || _ <- lists:seq(1, ?NUM_WORKERS)],
-    try lists:sum([Fun(C) || C <- Ctxs])
+    try [Fun(C) || C <- Ctxs]
     after [py:unbind(C) || C <- Ctxs]
     end.
 
@@ -368,12 +373,8 @@ namespaces_really_freed(_Config) ->
 census() ->
     case py:execution_mode() of
         subinterp ->
-            Each = [begin {ok, C} = py:bind(new), C end || _ <- lists:seq(1, ?NUM_WORKERS)],
-            try
-                Counts = [begin {ok, N} = py:ctx_call(C, ?H, census, []), N end || C <- Each],
-                [lists:sum([O || [O, _] <- Counts]), lists:sum([B || [_, B] <- Counts])]
-            after [ok = py:unbind(C) || C <- Each]
-            end;
+            Counts = each_worker(fun(C) -> {ok, N} = py:ctx_call(C, ?H, census, []), N end),
+            [lists:sum([O || [O, _] <- Counts]), lists:sum([B || [_, B] <- Counts])];
         multi_executor ->
             {ok, Counts} = py:call(?H, census, []),
             Counts
