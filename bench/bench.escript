@@ -26,9 +26,12 @@ main(Args) ->
             sleep_scaling();
         ["callbacks" | _] ->
             callbacks(start_echo());
+        ["events" | _] ->
+            events(Root);
         _ ->
             Echo = start_echo(),
             latency(Echo),
+            events(Root),
             throughput(Echo),
             data(),
             callbacks(Echo),
@@ -66,6 +69,41 @@ latency(Echo) ->
     io:format("  answered while submitting (hand-over): ~.1f% unbound, ~.1f% bound~n~n",
               [100 * (maps:get(handed_over, C1) - maps:get(handed_over, C0)) / Calls1,
                100 * (maps:get(handed_over, C2) - maps:get(handed_over, C1)) / Calls1]).
+
+%%--------------------------------------------------------------------
+%% call events (py_events): what they cost a small call
+%%--------------------------------------------------------------------
+
+%% telemetry is not in Debian: the test suite's stand-in (same API, a
+%% handler lookup in ETS per event, as telemetry's) plays it.
+events(Root) ->
+    header("Call events: us per py:call(math, sqrt, [16]), one caller"),
+    Src = filename:join(Root, "test/py_observe_SUITE_data"),
+    Ebin = filename:join(filename:basedir(user_cache, "erlang_python_bench"), "telemetry"),
+    ok = filelib:ensure_dir(filename:join(Ebin, "x")),
+    {ok, telemetry} = compile:file(filename:join(Src, "telemetry.erl"), [{outdir, Ebin}]),
+    {ok, _} = file:copy(filename:join(Src, "telemetry.app"), filename:join(Ebin, "telemetry.app")),
+    true = code:add_patha(Ebin),
+    ok = py:exec(<<"import math">>),
+    Call = fun() -> {ok, 4.0} = py:call(math, sqrt, [16]) end,
+    Noop = fun(_, _, _, _) -> ok end,
+    Off = fun() -> _ = application:stop(telemetry), false = py_events:refresh() end,
+    On = fun() -> {ok, _} = application:ensure_all_started(telemetry), true = py_events:refresh() end,
+    Handled = fun() ->
+                      On(),
+                      [ok = telemetry:attach({bench, E}, [erlang_python, call, E], Noop, [])
+                       || E <- [start, stop, exception]]
+              end,
+    Setups = [Off, On, Handled],
+    N = 20000,
+    Rounds = [[begin Setup(), repeat(Call, 200), time_calls(Call, N) end || Setup <- Setups]
+              || _ <- lists:seq(1, ?ROUNDS)],
+    [Base, NoHandler, OneHandler] = [median([lists:nth(I, R) || R <- Rounds]) || I <- [1, 2, 3]],
+    Off(),
+    row("events off (telemetry not running: the default)", Base, none),
+    row("events on, no handler attached", NoHandler, Base),
+    row("events on, a no-op handler on start/stop/exception", OneHandler, Base),
+    io:format("~n").
 
 %%--------------------------------------------------------------------
 %% throughput

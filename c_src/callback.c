@@ -227,10 +227,34 @@ static int cb_caller(ErlNifPid *pid)
     return 0;
 }
 
+/* Where Python's log records go (py_log), and this thread's worker id
+ * (0 on other threads). */
+static int log_sink(ErlNifPid *pid, int *worker)
+{
+    int ok;
+    pthread_mutex_lock(&P.lock);
+    ok = P.has_log;
+    if (ok)
+        *pid = P.log_pid;
+    pthread_mutex_unlock(&P.lock);
+    *worker = pyn_self ? pyn_self->id : 0;
+    return ok;
+}
+
+void pyn_set_log_sink(const ErlNifPid *pid)
+{
+    pthread_mutex_lock(&P.lock);
+    P.has_log = pid != NULL;
+    if (pid)
+        P.log_pid = *pid;
+    pthread_mutex_unlock(&P.lock);
+}
+
 static const pym_host_t host = {
     .call = cb_call,
     .caller = cb_caller,
     .runner = runner_pid,
+    .log_sink = log_sink,
 };
 
 void pyn_callbacks_install(void)

@@ -61,6 +61,8 @@ struct pyn_job {
     uint64_t gen;         /* the binding generation it was sent under */
     int has_slot;         /* holds a slot of the overload semaphore */
     int64_t submitted_at; /* ms (monotonic) it was submitted */
+    int64_t submitted_ns; /* the same in ns (latency counters) */
+    int worker_id;        /* id of the worker that ran it, 0 before */
     int64_t started_at;   /* ms (monotonic) it started running */
     /* Inline hand-over (PYN_HO_*, atomic): a caller that found an idle
      * polling worker waits in its NIF for a few microseconds; a reply ready

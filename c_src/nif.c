@@ -235,13 +235,25 @@ static ERL_NIF_TERM submit(ErlNifEnv *env, const ERL_NIF_TERM argv[], int normal
         if (normal && ns > 100000) /* the scheduler's time, as for a copy */
             (void)enif_consume_timeslice(env, ns >= 1000000 ? 100 : (int)(ns / 10000));
         if (done) {
+            term = enif_make_tuple3(env, ATOMS.py_done, term, enif_make_int(env, job->worker_id));
             enif_release_resource(job);
-            return enif_make_tuple2(env, ATOMS.py_done, term);
+            return term;
         }
     }
     term = enif_make_resource(env, job);
     enif_release_resource(job);
     return term;
+}
+
+/* job_worker(Job): the id of the worker that ran (or runs) it, 0 if none
+ * has taken it yet. */
+static ERL_NIF_TERM nif_job_worker(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    pyn_job_t *job;
+    (void)argc;
+    if (!enif_get_resource(env, argv[0], pyn_job_type, (void **)&job))
+        return enif_make_badarg(env);
+    return enif_make_int(env, __atomic_load_n(&job->worker_id, __ATOMIC_RELAXED));
 }
 
 static ERL_NIF_TERM nif_job_age(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
@@ -337,6 +349,31 @@ static ERL_NIF_TERM nif_worker_bind(ErlNifEnv *env, int argc, const ERL_NIF_TERM
                              : enif_is_identical(argv[1], ATOMS.idle) ? PYN_BIND_IDLE
                                                                       : PYN_UNBIND);
     return gen ? enif_make_uint64(env, gen) : ATOMS.error;
+}
+
+/* log_sink(Pid | undefined): where Python's log records go. */
+static ERL_NIF_TERM nif_log_sink(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    ErlNifPid pid;
+    (void)argc;
+    if (enif_is_identical(argv[0], ATOMS.undefined))
+        pyn_set_log_sink(NULL);
+    else if (enif_get_local_pid(env, argv[0], &pid))
+        pyn_set_log_sink(&pid);
+    else
+        return enif_make_badarg(env);
+    return ATOMS.ok;
+}
+
+/* worker_stats() -> {[WorkerMap], QueuedTimeouts} */
+static ERL_NIF_TERM nif_worker_stats(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    uint64_t queued = 0;
+    ERL_NIF_TERM list;
+    (void)argc;
+    (void)argv;
+    list = pyn_worker_metrics(env, &queued);
+    return enif_make_tuple2(env, list, enif_make_uint64(env, queued));
 }
 
 static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
@@ -529,6 +566,9 @@ static ErlNifFunc funcs[] = {
     {"worker_retire", 1, nif_worker_retire, 0},
     {"worker_bind", 2, nif_worker_bind, 0},
     {"stats", 0, nif_stats, 0},
+    {"worker_stats", 0, nif_worker_stats, 0},
+    {"log_sink", 1, nif_log_sink, 0},
+    {"job_worker", 1, nif_job_worker, 0},
     {"path_counts", 0, nif_path_counts, 0},
     {"cb_reply", 2, nif_cb_reply, 0},
     {"version", 0, nif_version, 0},

@@ -115,6 +115,13 @@ int pyn_slot_release(ErlNifEnv *env, pyn_job_t *job);
 
 /* Counters for py_pool:get_stats/0. */
 void pyn_stats(int *workers, int *bound, int *available, int *pending);
+/* [#{id, calls, answered, errors, timeouts, p50_us, p99_us}] of the
+ * workers in service (metrics.c); *queued_timeouts: requests given up
+ * before any worker took them. */
+ERL_NIF_TERM pyn_worker_metrics(ErlNifEnv *env, uint64_t *queued_timeouts);
+/* Sends Python's log records (erlang._log) to pid, or drops the sink
+ * (NULL) (callback.c). */
+void pyn_set_log_sink(const ErlNifPid *pid);
 
 /* Delivers a callback reply (copied) to a worker's slot: 0 ok, -1 no such
  * waiter (it gave up). */

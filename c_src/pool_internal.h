@@ -53,6 +53,17 @@ typedef struct {
 
 typedef enum { PYN_W_ALIVE, PYN_W_RETIRED } pyn_wstate_t;
 
+/* A worker's counters (metrics.c), pool lock.  Latency from submit to
+ * answer in a log-linear histogram of nanoseconds. */
+#define PYN_LAT_BUCKETS 336
+typedef struct {
+    uint64_t calls;    /* requests run (answered or not) */
+    uint64_t answered; /* of which answered: the histogram's count */
+    uint64_t errors;   /* answered with an error */
+    uint64_t timeouts; /* given up by their caller while running */
+    uint64_t hist[PYN_LAT_BUCKETS];
+} pyn_wmetrics_t;
+
 /* A worker.  Allocated as a resource object; the pool table and the thread
  * each keep a reference.  ex_ctx belongs to the worker's thread (and to
  * the executor's interrupt, see executor.h). */
@@ -76,6 +87,7 @@ struct pyn_worker {
     int depth;            /* callback nesting depth */
     uint64_t cb_seq;
     pyn_cbslot_t slots[PYN_MAX_NEST];
+    pyn_wmetrics_t metrics;
 };
 
 /* The pool (queue.c defines it). */
@@ -99,9 +111,12 @@ typedef struct {
     int nidle;             /* parked unbound workers in service */
     int nbusy;             /* workers in service running a job */
     int pending; /* queued requests (control jobs not counted) */
+    uint64_t queued_timeouts; /* requests given up before any worker took them */
     int running; /* attached and not shut down */
     int has_pool;
     ErlNifPid pool_pid, runner_pid;
+    int has_log;       /* Python's log records go to log_pid (py_log) */
+    ErlNifPid log_pid;
     int grace_ms;
     int max_abandoned; /* threads of retired workers still running, at most */
     ErlNifEnv *setup_env; /* the setup new workers run first (pyn_setup) */
@@ -119,6 +134,10 @@ extern pyn_pool_t P;
 
 /* The worker of the calling OS thread, NULL on other threads (worker.c). */
 extern __thread pyn_worker_t *pyn_self;
+
+/* ---- metrics.c: per-worker counters (lock held) ---------------------- */
+/* Counts job j, which w ran, answered with result (finish_job). */
+void metrics_done_locked(pyn_worker_t *w, const pyn_job_t *j, ERL_NIF_TERM result);
 
 /* ---- queue.c: queues, admission, job state changes (lock held) -------- */
 void q_push(pyn_queue_t *q, pyn_job_t *j);

@@ -390,6 +390,30 @@ static PyObject *m_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* erlang._log(record): sends {py_log, WorkerId, Record} to the log sink
+ * (py_log, which hands it to OTP's logger); False when there is none. */
+static PyObject *m_log(PyObject *self, PyObject *arg)
+{
+    ErlNifPid pid;
+    ErlNifEnv *m;
+    ERL_NIF_TERM t;
+    int worker = 0;
+    (void)self;
+
+    if (!host || !host->log_sink(&pid, &worker))
+        Py_RETURN_FALSE;
+    m = enif_alloc_env();
+    if (pyc_to_term(m, arg, &t) < 0) {
+        enif_free_env(m);
+        return NULL;
+    }
+    t = enif_make_tuple3(m, enif_make_atom(m, "py_log"),
+                         worker ? enif_make_int(m, worker) : enif_make_atom(m, "undefined"), t);
+    enif_send(NULL, &pid, m, t);
+    enif_free_env(m);
+    Py_RETURN_TRUE;
+}
+
 static PyObject *m_self(PyObject *self, PyObject *unused)
 {
     ErlNifPid pid;
@@ -405,6 +429,7 @@ static PyMethodDef methods[] = {
      "call(name, *args): call the Erlang function registered as name."},
     {"send", (PyCFunction)(void (*)(void))m_send, METH_FASTCALL,
      "send(pid, term): send term to an Erlang process."},
+    {"_log", m_log, METH_O, "_log(record): hand a log record to OTP's logger (internal)."},
     {"self", m_self, METH_NOARGS,
      "self(): the pid of the Erlang process whose request is running, or None."},
     {NULL, NULL, 0, NULL},

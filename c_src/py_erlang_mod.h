@@ -35,6 +35,10 @@ typedef struct {
     /* The callback runner (for threads that are not workers): 1, or 0
      * when the pool is not running.  Any thread. */
     int (*runner)(ErlNifPid *pid);
+    /* Where erlang._log sends records: 1 and the pid, or 0 when nobody
+     * listens; *worker: the calling thread's worker id, 0 if none.  Any
+     * thread. */
+    int (*log_sink)(ErlNifPid *pid, int *worker);
 } pym_host_t;
 
 /* Installs the pool's table (static storage), before Python starts. */

@@ -347,7 +347,8 @@ int pyn_submit(ErlNifEnv *env, pyn_job_t *job, pyn_worker_t *target, int nested,
     job->handoff = PYN_HO_NONE;
     enif_self(env, &job->caller);
     job->has_caller = 1;
-    job->submitted_at = pyn_now_ms();
+    job->submitted_ns = pyn_now_ns();
+    job->submitted_at = job->submitted_ns / 1000000;
     job->target = target;
     job->nested = nested;
     job->gen = gen;
@@ -413,6 +414,19 @@ int pyn_submit(ErlNifEnv *env, pyn_job_t *job, pyn_worker_t *target, int nested,
     return 0;
 }
 
+/* Counts a request its caller gives up (timeout) in the counters of the
+ * worker running it, or as given up in the queue (lock held).  One that
+ * waited for a semaphore slot is overloaded, not counted. */
+static void count_timeout_locked(const pyn_job_t *j)
+{
+    if (j->kind == PYN_JOB_SLOT || !j->has_caller || j->cancelled)
+        return;
+    if (j->state == PYN_JS_RUNNING && j->worker)
+        j->worker->metrics.timeouts++;
+    else if (j->state == PYN_JS_QUEUED && j->queue != &P.slot_wait)
+        P.queued_timeouts++;
+}
+
 ERL_NIF_TERM pyn_cancel(ErlNifEnv *env, pyn_job_t *j)
 {
     ERL_NIF_TERM r = ATOMS.ok;
@@ -422,10 +436,13 @@ ERL_NIF_TERM pyn_cancel(ErlNifEnv *env, pyn_job_t *j)
     pthread_mutex_lock(&P.lock);
     if (j->state == PYN_JS_DONE && !j->cancelled) {
         r = ATOMS.sent; /* the reply is in the caller's mailbox */
-    } else if (cancel_locked(env, j, &dropped)) {
-        cur = P.sem_cur;
-        max = P.sem_max;
-        r = 0;
+    } else {
+        count_timeout_locked(j);
+        if (cancel_locked(env, j, &dropped)) {
+            cur = P.sem_cur;
+            max = P.sem_max;
+            r = 0;
+        }
     }
     pthread_mutex_unlock(&P.lock);
     release_dropped(env, dropped);
@@ -503,6 +520,7 @@ void start_job(pyn_worker_t *w, pyn_job_t *j)
     j->state = PYN_JS_RUNNING;
     j->started_at = pyn_now_ms();
     j->worker = w;
+    __atomic_store_n(&j->worker_id, w->id, __ATOMIC_RELAXED);
     j->prev = w->current;
     if (!w->current)
         P.nbusy++;

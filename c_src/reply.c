@@ -16,6 +16,7 @@ void finish_job(pyn_worker_t *w, pyn_job_t *j, ERL_NIF_TERM result)
     pyn_job_t *dropped = NULL;
 
     pthread_mutex_lock(&P.lock);
+    metrics_done_locked(w, j, result);
     if (j->has_caller && !j->cancelled) {
         int spin = PYN_HO_SPIN;
         j->result = result;

@@ -22,7 +22,7 @@ import sys
 # order (the left one may use the right one, not the reverse).
 LAYERS = [
     ["nif"],                                             # NIF layer
-    ["pool", "watchdog", "callback", "worker", "reply", "queue"],  # pool
+    ["pool", "watchdog", "callback", "worker", "reply", "metrics", "queue"],  # pool
     ["exec_subinterp", "exec_thread"],                   # executors
     ["py_exec", "py_erlang_mod"],                        # Python-side code
     ["py_etf", "py_error", "py_convert", "py_pid", "py_interp"],  # conversion

@@ -11,11 +11,19 @@
 -spec start(application:start_type(), term()) -> {ok, pid()} | {error, term()}.
 start(_Type, _Args) ->
     case code:ensure_loaded(py_nif) of
-        {module, py_nif} -> erlang_python_sup:start_link();
+        {module, py_nif} ->
+            case erlang_python_sup:start_link() of
+                {ok, Sup} ->
+                    _ = py_events:refresh(),
+                    {ok, Sup};
+                Error ->
+                    Error
+            end;
         {error, Reason} -> {error, {nif_not_loaded, Reason}}
     end.
 
 %% @private
 -spec stop(term()) -> ok.
 stop(_State) ->
+    _ = persistent_term:erase({erlang_python, events}),
     ok.

@@ -20,5 +20,6 @@ init([]) ->
                            {read_concurrency, true}]),
     Flags = #{strategy => rest_for_one, intensity => 10, period => 10},
     Children = [#{id => py_callback, start => {py_callback, start_link, []}},
+                #{id => py_log, start => {py_log, start_link, []}},
                 #{id => py_pool, start => {py_pool, start_link, []}, shutdown => 10000}],
     {ok, {Flags, Children}}.

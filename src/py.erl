@@ -48,6 +48,7 @@
 -define(TRACEBACK, '$py_last_traceback').
 -define(BINDING, '$py_binding').
 -define(CORO, '$py_coro').
+-define(EVENTS, {erlang_python, events}).
 
 -type name() :: atom() | binary().
 -type code() :: iodata().
@@ -696,7 +697,17 @@ check_call(M, F, A, K, T) ->
 valid_timeout(infinity) -> true;
 valid_timeout(T) -> is_integer(T) andalso T >= 0.
 
+%% Runs a request and waits for its answer.  With call events on (see
+%% py_events) the exchange is wrapped in start and stop/exception events.
 run(Where, Req, Timeout) ->
+    case persistent_term:get(?EVENTS, false) of
+        false -> element(1, exchange(Where, Req, Timeout));
+        Events -> py_events:span(Events, Req, fun() -> exchange(Where, Req, Timeout) end)
+    end.
+
+%% {Result, Worker}: Worker the id of the worker that answered, the job
+%% (whose worker py_events asks for only when it needs it), or none.
+exchange(Where, Req, Timeout) ->
     Ref = make_ref(),
     case submit(Where, Ref, Req, true) of
         {error, context_not_bound} when Where =/= shared ->
@@ -704,14 +715,14 @@ run(Where, Req, Timeout) ->
                 Where ->
                     %% A process binding that is no longer ours (a process
                     %% dictionary copied from another process): not bound.
-                    run(shared, Req, Timeout);
+                    exchange(shared, Req, Timeout);
                 Other ->
                     restore_binding(Other),
-                    {error, context_not_bound} % an explicit context
+                    {{error, context_not_bound}, none} % an explicit context
             end;
-        {error, _} = Error -> Error;
-        {'$py_done', Reply} -> result(Reply); % answered while submitting
-        Job -> wait(Ref, Job, Timeout)
+        {error, _} = Error -> {Error, none};
+        {'$py_done', Reply, W} -> {result(Reply), W}; % answered while submitting
+        Job -> {wait(Ref, Job, Timeout), Job}
     end.
 
 submit(Where, Ref, Req, Sync) ->

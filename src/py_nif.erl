@@ -5,7 +5,9 @@
 
 -export([async_reply/1, async_cancel/1, sem_info/0, sem_set_max/1, slot_acquire/1,
          slot_release/1, clear_caches/0, setup/2, execution_info/0]).
--export([submit/4, submit_dirty/4, job_age/1, cancel/1, pool_attach/5, pool_shutdown/0, worker_start/1,
+-export([submit/4, submit_dirty/4, job_age/1, job_worker/1, worker_stats/0, log_sink/1,
+         cancel/1,
+         pool_attach/5, pool_shutdown/0, worker_start/1,
          worker_retire/1, worker_bind/2, stats/0, path_counts/0, cb_reply/2, version/0]).
 
 -on_load(init/0).
@@ -35,10 +37,11 @@ init() ->
 
 %% @doc Queues a request; returns the job handle or an error atom, or
 %% `dirty' when the request is too large to copy on a normal scheduler, or
-%% `{'$py_done', Reply}' when a synchronous request was answered while
-%% submitting (an idle polling worker ran it within a few microseconds).
+%% `{'$py_done', Reply, WorkerId}' when a synchronous request was answered
+%% while submitting (an idle polling worker ran it within a few
+%% microseconds).
 -spec submit(where(), reference(), tuple(), boolean()) ->
-          job() | atom() | {'$py_done', term()}.
+          job() | atom() | {'$py_done', term(), pos_integer()}.
 submit(_Where, _Ref, _Req, _Sync) -> erlang:nif_error(not_loaded).
 
 %% @doc `submit/4' on a dirty CPU scheduler, for large requests.
@@ -50,6 +53,11 @@ submit_dirty(_Where, _Ref, _Req, _Sync) -> erlang:nif_error(not_loaded).
 %% on the caller's heap, and borrowed requests copied after all.
 -spec path_counts() -> #{handed_over | borrowed | revoked => non_neg_integer()}.
 path_counts() -> erlang:nif_error(not_loaded).
+
+%% @doc The id of the worker that ran (or runs) the job, 0 if none has
+%% taken it yet.
+-spec job_worker(job()) -> non_neg_integer().
+job_worker(_Job) -> erlang:nif_error(not_loaded).
 
 %% @doc Milliseconds since the job was submitted.
 -spec job_age(job()) -> non_neg_integer().
@@ -88,6 +96,15 @@ worker_bind(_W, _Bind) -> erlang:nif_error(not_loaded).
 %% @doc Pool counters.
 -spec stats() -> #{atom() => non_neg_integer()}.
 stats() -> erlang:nif_error(not_loaded).
+
+%% @doc Where the records of Python's `logging' go (`py_log'), or nowhere.
+-spec log_sink(pid() | undefined) -> ok.
+log_sink(_Pid) -> erlang:nif_error(not_loaded).
+
+%% @doc Per-worker counters of the workers in service, and the requests
+%% given up before any worker took them.
+-spec worker_stats() -> {[#{atom() => number()}], non_neg_integer()}.
+worker_stats() -> erlang:nif_error(not_loaded).
 
 %% @doc Delivers the reply of an Erlang callback to the waiting Python code.
 -spec cb_reply({reference(), non_neg_integer()}, term()) -> ok | stale.

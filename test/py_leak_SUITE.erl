@@ -83,6 +83,22 @@ measure() ->
     [erlang:garbage_collect(P) || P <- processes()],
     {erlang:memory(total), rss()}.
 
+%% measure/0 once the RSS holds still (two readings within 1 MiB, at most
+%% Tries readings): memory the suites before this one let go of is given
+%% back to the system late (a worker abandoned in C ending, say), and
+%% would hide the probe's growth.
+settled(Tries) ->
+    settled(measure(), Tries - 1).
+
+settled(Last, 0) ->
+    Last;
+settled({_, R} = Last, Tries) ->
+    {_, R1} = Now = measure(),
+    case abs(R1 - R) < ?MIB of
+        true -> Now;
+        false -> settled(Now, Tries - 1)
+    end.
+
 mib(Bytes) ->
     Bytes / ?MIB.
 
@@ -145,7 +161,7 @@ one_request(I) ->
 %% the top of each glibc heap, the holes below it) may absorb part of the
 %% growth: at least half of it must show.
 probe_sees_growth(_Config) ->
-    {M0, R0} = measure(),
+    {M0, R0} = settled(10),
     ok = py:exec(<<"import leak_helpers\n"
                    "leak_helpers.kept = [bytearray(b'x' * (1 << 20)) for _ in range(32)]">>),
     {M1, R1} = measure(),
