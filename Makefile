@@ -4,7 +4,7 @@ REBAR ?= rebar3
 EBIN := _build/default/lib/erlang_python/ebin
 ERL_RUN := erl -noshell -pa $(EBIN)
 
-.PHONY: all deps compile demo shell test test-subinterp ct asan valgrind lint dialyzer xref docs bench clean
+.PHONY: all deps compile demo shell test test-subinterp test-elixir ct asan valgrind lint dialyzer xref docs docs-check release-check bench clean
 
 all: compile
 
@@ -29,6 +29,7 @@ PYENV_ROOT ?= $(HOME)/.pyenv
 test: compile
 	@escript test/run_ct.escript $(SUITES)
 	@$(MAKE) -s test-subinterp
+	@$(MAKE) -s test-elixir
 
 test-subinterp: compile
 	@if ls -d $(PYENV_ROOT)/versions/$(SUBINTERP_PY).* >/dev/null 2>&1; then \
@@ -38,6 +39,13 @@ test-subinterp: compile
 	 else \
 	   echo "test: no pyenv Python $(SUBINTERP_PY) under $(PYENV_ROOT): sub-interpreter run not done"; \
 	 fi
+
+# ExUnit tests of the Elixir API (lib/, test/elixir/) through Mix (mix.exs),
+# which builds src/, lib/ and the NIF to _build/test (rebar3's is
+# _build/default).  No deps, so no Hex: HEX_OFFLINE keeps Mix off hex.pm.
+MIX ?= mix
+test-elixir: deps
+	@MIX_ENV=test HEX_OFFLINE=1 $(MIX) test
 
 ct: test
 
@@ -80,6 +88,18 @@ docs: compile
 	@$(REBAR) edoc
 	@escript scripts/check_docs.escript src
 	@echo "docs: $(CURDIR)/_build/edoc/index.html"
+
+# The reference pages opened in headless Chromium (installed if missing):
+# each module's page and the overview render, every API function has its
+# entry, the guide links resolve; screenshots in _build/edoc/screenshots/.
+docs-check: docs
+	@scripts/ensure-deps.sh chromium
+	@scripts/check_docs_browser.sh
+
+# A release (rebar3 release, _build/default/rel/erlang_python) built,
+# started as a daemon, asked a call (NIF from the release's priv/), stopped.
+release-check: compile
+	@scripts/check_release.sh
 
 bench: compile
 	@escript bench/bench.escript

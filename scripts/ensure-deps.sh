@@ -3,7 +3,8 @@
 # exact apt-get line and fails.  Fast when everything is present.
 set -euo pipefail
 PKGS="gcc make erlang-nox erlang-dev rebar3 erlang-common-test erlang-dialyzer erlang-eunit
-      erlang-tools erlang-proper erlang-proper-dev python3-dev python3-numpy python3-venv"
+      erlang-tools erlang-proper erlang-proper-dev python3-dev python3-numpy python3-venv
+      elixir"
 EXTRA="${1:-}"   # more packages for a given target (valgrind, cppcheck...)
 missing=""
 for p in $PKGS $EXTRA; do

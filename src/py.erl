@@ -722,8 +722,17 @@ exchange(Where, Req, Timeout) ->
             end;
         {error, _} = Error -> {Error, none};
         {'$py_done', Reply, W} -> {result(Reply), W}; % answered while submitting
-        Job -> {wait(Ref, Job, Timeout), Job}
+        Job -> {answered(Where, wait(Ref, Job, Timeout)), Job}
     end.
+
+%% A bound process whose worker was lost while it ran the call hears
+%% worker_crashed once: it is unbound from then on, as after a refused
+%% submit.
+answered(Where, {error, worker_crashed} = Lost) ->
+    forget_lost_binding(Where, worker_crashed),
+    Lost;
+answered(_Where, Result) ->
+    Result.
 
 submit(Where, Ref, Req, Sync) ->
     try py_nif:submit(Where, Ref, Req, Sync) of

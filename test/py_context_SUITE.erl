@@ -29,7 +29,7 @@
          doc_context_not_bound/1, doc_pool_statistics/1, doc_blocks_verbatim/1]).
 %% behaviour
 -export([stats_during_binding/1, exhaustion_from_many_processes/1,
-         binder_killed_releases_workers/1, bound_worker_killed/1,
+         binder_killed_releases_workers/1, bound_worker_killed/1, bound_worker_killed_mid_call/1,
          namespace_wiped_between_holders/1, with_context_raising_fun/1,
          ctx_used_from_other_process/1, thread_affinity/1, bind_idempotent/1,
          unbind_when_not_bound/1, unbind_ctx_twice/1, is_bound_transitions/1,
@@ -57,7 +57,7 @@ groups() ->
      {doc_examples_8_workers, [], [doc_pool_statistics]},
      {affinity, [],
       [stats_during_binding, exhaustion_from_many_processes,
-       binder_killed_releases_workers, bound_worker_killed,
+       binder_killed_releases_workers, bound_worker_killed, bound_worker_killed_mid_call,
        namespace_wiped_between_holders, with_context_raising_fun,
        ctx_used_from_other_process, thread_affinity, bind_idempotent,
        unbind_when_not_bound, unbind_ctx_twice, is_bound_transitions,
@@ -347,6 +347,23 @@ binder_killed_releases_workers(_Config) ->
 %% A bound worker dies (its guardian is killed): the process binding and the
 %% context on it are gone, the pool is back to num_workers usable workers,
 %% and the next bind() gets a fresh worker.
+%% The worker of a bound process dies while it runs the process's call:
+%% that call is answered worker_crashed, and that is the only one (the
+%% process is unbound from then on: its next call runs on the pool).
+bound_worker_killed_mid_call(_Config) ->
+    Me = self(),
+    ok = py:bind(),
+    ok = py:exec(<<"import time">>),
+    [#{id := Id, pid := G}] = [W || W = #{bound := {process, P}} <- py_pool:workers(), P =:= Me],
+    spawn(fun() -> timer:sleep(200), exit(G, kill) end),
+    ?assertEqual({error, worker_crashed}, py:call(time, sleep, [5])),
+    ?assertEqual({ok, 3}, py:eval(<<"1 + 2">>)),
+    ?assertNot(py:is_bound()),
+    Ws = wait_until(fun py_pool:workers/0,
+                    fun(L) -> length(L) =:= 4 andalso not has_id(Id, L) end),
+    ?assertNot(has_id(Id, Ws)),
+    ?assertEqual(idle(4), wait_until(fun stats/0, fun(S) -> S =:= idle(4) end)).
+
 bound_worker_killed(_Config) ->
     Me = self(),
     ok = py:bind(),
