@@ -28,10 +28,13 @@ main(Args) ->
             callbacks(start_echo());
         ["events" | _] ->
             events(Root);
+        ["dist" | _] ->
+            dist();
         _ ->
             Echo = start_echo(),
             latency(Echo),
             events(Root),
+            dist(),
             throughput(Echo),
             data(),
             callbacks(Echo),
@@ -103,6 +106,40 @@ events(Root) ->
     row("events off (telemetry not running: the default)", Base, none),
     row("events on, no handler attached", NoHandler, Base),
     row("events on, a no-op handler on start/stop/exception", OneHandler, Base),
+    io:format("~n").
+
+%%--------------------------------------------------------------------
+%% distribution (py_dist): a call on another node of this machine
+%%--------------------------------------------------------------------
+
+dist() ->
+    header("Remote calls (py_dist) to a peer node on this machine: us per call, one caller"),
+    case is_alive() of
+        true -> ok;
+        false ->
+            _ = os:cmd("epmd -daemon"),
+            {ok, _} = net_kernel:start([list_to_atom("py_bench_" ++ os:getpid()), shortnames])
+    end,
+    Ebin = filename:dirname(code:which(py)),
+    {ok, Peer, Node} = peer:start(#{name => peer:random_name(py_bench_peer),
+                                    connection => standard_io,
+                                    args => ["-pa", Ebin, "-setcookie",
+                                             atom_to_list(erlang:get_cookie())]}),
+    {ok, _} = peer:call(Peer, application, ensure_all_started, [erlang_python], 30000),
+    true = net_kernel:connect_node(Node),
+    Big = binary:copy(<<"0123456789abcdef">>, 1 bsl 16), % 1 MiB
+    N = 2000,
+    [Erpc, Remote] =
+        interleaved([fun() -> Node = erpc:call(Node, erlang, node, []) end,
+                     fun() -> {ok, 4.0} = py_dist:call(Node, math, sqrt, [16]) end], N),
+    [ErpcBig, RemoteBig] =
+        interleaved([fun() -> Big = erpc:call(Node, erlang, hd, [[Big]]) end,
+                     fun() -> {ok, Big} = py_dist:eval(Node, <<"b">>, #{b => Big}) end], N div 10),
+    row("erpc:call(Node, erlang, node, []) (baseline)", Erpc, none),
+    row("py_dist:call(Node, math, sqrt, [16])", Remote, Erpc),
+    row("erpc:call of a 1 MiB binary there and back (baseline)", ErpcBig, none),
+    row("py_dist:eval(Node, <<\"b\">>, #{b => 1 MiB}) there and back", RemoteBig, ErpcBig),
+    peer:stop(Peer),
     io:format("~n").
 
 %%--------------------------------------------------------------------

@@ -365,6 +365,17 @@ static ERL_NIF_TERM nif_log_sink(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
     return ATOMS.ok;
 }
 
+/* load() -> {Workers, Idle, Pending} */
+static ERL_NIF_TERM nif_load(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    int workers, idle, pending;
+    (void)argc;
+    (void)argv;
+    pyn_load(&workers, &idle, &pending);
+    return enif_make_tuple3(env, enif_make_int(env, workers), enif_make_int(env, idle),
+                            enif_make_int(env, pending));
+}
+
 /* worker_stats() -> {[WorkerMap], QueuedTimeouts} */
 static ERL_NIF_TERM nif_worker_stats(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
@@ -567,6 +578,7 @@ static ErlNifFunc funcs[] = {
     {"worker_bind", 2, nif_worker_bind, 0},
     {"stats", 0, nif_stats, 0},
     {"worker_stats", 0, nif_worker_stats, 0},
+    {"load", 0, nif_load, 0},
     {"log_sink", 1, nif_log_sink, 0},
     {"job_worker", 1, nif_job_worker, 0},
     {"path_counts", 0, nif_path_counts, 0},

@@ -115,6 +115,9 @@ int pyn_slot_release(ErlNifEnv *env, pyn_job_t *job);
 
 /* Counters for py_pool:get_stats/0. */
 void pyn_stats(int *workers, int *bound, int *available, int *pending);
+/* For placement across nodes (py_dist): workers in service, of which
+ * unbound and running nothing, and requests queued. */
+void pyn_load(int *workers, int *idle, int *pending);
 /* [#{id, calls, answered, errors, timeouts, p50_us, p99_us}] of the
  * workers in service (metrics.c); *queued_timeouts: requests given up
  * before any worker took them. */

@@ -451,6 +451,21 @@ int pyn_setup(ErlNifEnv *env, ERL_NIF_TERM src, int keep)
 /* available: the workers a bind would get now, i.e. free ones not still
  * running a request whose caller gave up (pyn_worker_bind refuses those
  * until they finish or are replaced). */
+void pyn_load(int *workers, int *idle, int *pending)
+{
+    int n = 0;
+    pthread_mutex_lock(&P.lock);
+    for (int i = 0; i < P.nworkers; i++) {
+        const pyn_worker_t *w = P.workers[i];
+        if (!w->bound && !w->current)
+            n++;
+    }
+    *workers = P.nworkers;
+    *idle = n;
+    *pending = P.pending;
+    pthread_mutex_unlock(&P.lock);
+}
+
 void pyn_stats(int *workers, int *bound, int *available, int *pending)
 {
     int busy_free = 0;

@@ -21,10 +21,10 @@
          version/0,
          last_traceback/0]).
 %% context affinity
--export([bind/0, bind/1, unbind/0, unbind/1, is_bound/0,
+-export([bind/0, bind/1, bind/2, unbind/0, unbind/1, is_bound/0,
          ctx_call/4, ctx_call/5, ctx_call/6,
          ctx_eval/2, ctx_eval/3, ctx_eval/4,
-         ctx_exec/2, ctx_exec/3,
+         ctx_exec/2, ctx_exec/3, ctx_exec/4,
          with_context/1]).
 %% Python calling Erlang
 -export([register_function/2, register_function/3, unregister_function/1]).
@@ -58,7 +58,7 @@
                       | timeout | no_workers_available | worker_crashed
                       | not_running | {badarg, atom()}
                       | {overloaded, non_neg_integer(), pos_integer()}.
--opaque ctx() :: {py_ctx, reference(), pos_integer()}.
+-opaque ctx() :: {py_ctx, reference(), pos_integer()} | py_dist:ctx().
 -opaque async_ref() :: {py_async, reference(), reference() | {error, error_reason()}}.
 -type coro_handle() :: {py_coro, reference(), reference() | {error, error_reason()}}.
 
@@ -207,6 +207,13 @@ bind(new) ->
         Error -> Error
     end.
 
+%% @doc `bind(new, Node)' makes a context holding a worker on Node (or on
+%% the least-loaded node of the cluster: `cluster'), usable from any node;
+%% see `py_dist:bind/1'.
+-spec bind(new, py_dist:target()) -> {ok, ctx()} | {error, term()}.
+bind(new, Node) ->
+    py_dist:bind(Node).
+
 %% @doc Releases the calling process's worker (ok also when not bound).
 -spec unbind() -> ok.
 unbind() ->
@@ -218,7 +225,9 @@ unbind() ->
 -spec unbind(ctx()) -> ok.
 unbind({py_ctx, W, Gen}) ->
     _ = pool_call({unbind_ctx, W, Gen}),
-    ok.
+    ok;
+unbind({py_rctx, _, _} = Ctx) ->
+    py_dist:unbind(Ctx).
 
 %% @doc Whether the calling process is bound to a worker.
 -spec is_bound() -> boolean().
@@ -244,6 +253,8 @@ ctx_call(Ctx, Module, Func, Args, Kwargs) ->
 %% context was released (or its worker lost).
 -spec ctx_call(ctx(), name(), name(), list(), map(), timeout_ms()) ->
           {ok, term()} | {error, error_reason()}.
+ctx_call({py_rctx, _, _} = Ctx, Module, Func, Args, Kwargs, Timeout) ->
+    py_dist:ctx_call(Ctx, Module, Func, Args, Kwargs, Timeout);
 ctx_call(Ctx, Module, Func, Args, Kwargs, Timeout) ->
     case check_call(Module, Func, Args, Kwargs, Timeout) of
         ok -> ctx_result(run(ctx_route(Ctx), {call, Module, Func, Args, Kwargs}, Timeout));
@@ -262,6 +273,8 @@ ctx_eval(Ctx, Code, Locals) ->
 
 %% @doc `eval/3' on a context.
 -spec ctx_eval(ctx(), code(), locals(), timeout_ms()) -> {ok, term()} | {error, error_reason()}.
+ctx_eval({py_rctx, _, _} = Ctx, Code, Locals, Timeout) ->
+    py_dist:ctx_eval(Ctx, Code, Locals, Timeout);
 ctx_eval(Ctx, Code, Locals, Timeout) ->
     ctx_result(code_request(ctx_route(Ctx), eval, Code, Locals, Timeout)).
 
@@ -273,7 +286,14 @@ ctx_exec(Ctx, Code) ->
 %% @doc `exec/2' on a context.
 -spec ctx_exec(ctx(), code(), locals()) -> ok | {error, error_reason()}.
 ctx_exec(Ctx, Code, Locals) ->
-    ctx_result(code_request(ctx_route(Ctx), exec, Code, Locals, ?TIMEOUT)).
+    ctx_exec(Ctx, Code, Locals, ?TIMEOUT).
+
+%% @doc `exec/3' on a context.
+-spec ctx_exec(ctx(), code(), locals(), timeout_ms()) -> ok | {error, error_reason()}.
+ctx_exec({py_rctx, _, _} = Ctx, Code, Locals, Timeout) ->
+    py_dist:ctx_exec(Ctx, Code, Locals, Timeout);
+ctx_exec(Ctx, Code, Locals, Timeout) ->
+    ctx_result(code_request(ctx_route(Ctx), exec, Code, Locals, Timeout)).
 
 %% @doc Runs `Fun' with a binding released afterwards, also when it raises.
 %% Arity 0: binds the calling process (if it was bound already, the binding

@@ -96,21 +96,28 @@ handle_cast(_Msg, State) ->
 -spec handle_info(term(), map()) -> {noreply, map()}.
 handle_info({py_log, Worker, {LevelNo, Name, Msg, File, Line, Func, Created, Thread}}, State)
   when is_integer(LevelNo) ->
+    %% Whatever a record holds, this process goes on.
+    try log(Worker, LevelNo, Name, Msg, File, Line, Func, Created, Thread)
+    catch _:_ -> ok
+    end,
+    {noreply, State};
+handle_info(_Other, State) ->
+    {noreply, State}.
+
+log(Worker, LevelNo, Name, Msg, File, Line, Func, Created, Thread) ->
     Meta0 = #{python_logger => Name,
               python_level => LevelNo, worker => Worker, python_function => Func,
               python_thread => Thread},
     Meta1 = case File of
                 <<>> -> Meta0;
-                _ -> Meta0#{file => unicode:characters_to_list(File), line => Line}
+                _ when is_binary(File) -> Meta0#{file => unicode:characters_to_list(File), line => Line};
+                _ -> Meta0
             end,
     Meta = case is_number(Created) of
                true -> Meta1#{time => round(Created * 1000000)};
                false -> Meta1
            end,
-    logger:log(level(LevelNo), "~ts", [Msg], Meta),
-    {noreply, State};
-handle_info(_Other, State) ->
-    {noreply, State}.
+    logger:log(level(LevelNo), "~ts", [Msg], Meta).
 
 %% @private
 -spec terminate(term(), map()) -> ok.

@@ -5,7 +5,7 @@
 
 -export([async_reply/1, async_cancel/1, sem_info/0, sem_set_max/1, slot_acquire/1,
          slot_release/1, clear_caches/0, setup/2, execution_info/0]).
--export([submit/4, submit_dirty/4, job_age/1, job_worker/1, worker_stats/0, log_sink/1,
+-export([submit/4, submit_dirty/4, job_age/1, job_worker/1, worker_stats/0, log_sink/1, load/0,
          cancel/1,
          pool_attach/5, pool_shutdown/0, worker_start/1,
          worker_retire/1, worker_bind/2, stats/0, path_counts/0, cb_reply/2, version/0]).
@@ -100,6 +100,11 @@ stats() -> erlang:nif_error(not_loaded).
 %% @doc Where the records of Python's `logging' go (`py_log'), or nowhere.
 -spec log_sink(pid() | undefined) -> ok.
 log_sink(_Pid) -> erlang:nif_error(not_loaded).
+
+%% @doc Workers in service, of which unbound and idle, and requests queued
+%% (for placement across nodes).
+-spec load() -> {non_neg_integer(), non_neg_integer(), non_neg_integer()}.
+load() -> erlang:nif_error(not_loaded).
 
 %% @doc Per-worker counters of the workers in service, and the requests
 %% given up before any worker took them.
