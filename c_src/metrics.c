@@ -7,7 +7,7 @@
  * The histogram is log-linear: 8 buckets per power of two of nanoseconds
  * (a value is known to 1/8 of its octave, i.e. within 6 % of the bucket's
  * middle), from 1 ns to 2^43 ns (2.4 hours; longer lands in the last
- * bucket). */
+ * bucket; the top octave reaches 2^44 ns). */
 #include <string.h>
 
 #include "atoms.h"
@@ -38,7 +38,9 @@ static double bucket_mid(int idx)
 
 void metrics_done_locked(pyn_worker_t *w, const pyn_job_t *j, ERL_NIF_TERM result)
 {
-    pyn_wmetrics_t *m = &w->metrics;
+    /* A retired worker (its thread finishing a job) counts with the
+     * retired ones: its own counters were folded in when it retired. */
+    pyn_wmetrics_t *m = w->state == PYN_W_ALIVE ? &w->metrics : &P.retired;
     const ERL_NIF_TERM *t;
     int arity;
 
@@ -71,11 +73,12 @@ static double percentile_us(const uint64_t *hist, uint64_t n, double q)
     return bucket_mid(PYN_LAT_BUCKETS - 1) / 1000.0;
 }
 
-static ERL_NIF_TERM worker_map(ErlNifEnv *env, int id, const pyn_wmetrics_t *m)
+/* The counters as a map; id 0: the retired workers', with crashed. */
+static ERL_NIF_TERM worker_map(ErlNifEnv *env, int id, const pyn_wmetrics_t *m, uint64_t crashed)
 {
     ERL_NIF_TERM keys[7], vals[7], map;
-    keys[0] = enif_make_atom(env, "id");
-    vals[0] = enif_make_int(env, id);
+    keys[0] = enif_make_atom(env, id ? "id" : "crashed");
+    vals[0] = id ? enif_make_int(env, id) : enif_make_uint64(env, crashed);
     keys[1] = enif_make_atom(env, "calls");
     vals[1] = enif_make_uint64(env, m->calls);
     keys[2] = enif_make_atom(env, "errors");
@@ -92,8 +95,10 @@ static ERL_NIF_TERM worker_map(ErlNifEnv *env, int id, const pyn_wmetrics_t *m)
     return map;
 }
 
-ERL_NIF_TERM pyn_worker_metrics(ErlNifEnv *env, uint64_t *queued_timeouts)
+ERL_NIF_TERM pyn_worker_metrics(ErlNifEnv *env, uint64_t *queued_timeouts, ERL_NIF_TERM *retired)
 {
+    pyn_wmetrics_t *gone;
+    uint64_t crashed;
     /* Copied under the lock, read out after it. */
     pyn_wmetrics_t *copy;
     int ids[PYN_MAX_WORKERS] = {0}, n, room;
@@ -104,6 +109,10 @@ ERL_NIF_TERM pyn_worker_metrics(ErlNifEnv *env, uint64_t *queued_timeouts)
         room = PYN_MAX_WORKERS;
     if (!(copy = enif_alloc(sizeof *copy * (size_t)room)))
         return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+    if (!(gone = enif_alloc(sizeof *gone))) {
+        enif_free(copy);
+        return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+    }
     pthread_mutex_lock(&P.lock);
     n = P.nworkers < room ? P.nworkers : room;
     for (int i = 0; i < n; i++) {
@@ -111,10 +120,14 @@ ERL_NIF_TERM pyn_worker_metrics(ErlNifEnv *env, uint64_t *queued_timeouts)
         memcpy(&copy[i], &P.workers[i]->metrics, sizeof copy[i]);
     }
     *queued_timeouts = P.queued_timeouts;
+    memcpy(gone, &P.retired, sizeof *gone);
+    crashed = P.crashed;
     pthread_mutex_unlock(&P.lock);
+    *retired = worker_map(env, 0, gone, crashed);
+    enif_free(gone);
     list = enif_make_list(env, 0);
     for (int i = n - 1; i >= 0; i--)
-        list = enif_make_list_cell(env, worker_map(env, ids[i], &copy[i]), list);
+        list = enif_make_list_cell(env, worker_map(env, ids[i], &copy[i], 0), list);
     enif_free(copy);
     return list;
 }

@@ -94,7 +94,7 @@ static int too_big(ErlNifEnv *env, ERL_NIF_TERM t, long *budget, int *maps, int 
 
 #define PYN_SUBMIT_BUDGET 20000
 
-/* submit(Where, Ref, Req, Sync) -> Job | ErrorAtom | dirty | {'$py_done', Reply}
+/* submit(Where, Ref, Req, Sync) -> Job | ErrorAtom | dirty | {'$py_done', Reply, WorkerId}
  * Where: shared | {nested, Worker} | {Worker, Gen}.  A request too large
  * to copy on a normal scheduler answers `dirty': the caller then uses
  * submit_dirty/4, the same function on a dirty CPU scheduler. */
@@ -186,7 +186,7 @@ static int request_target(ErlNifEnv *env, ERL_NIF_TERM t, pyn_worker_t **target,
 
 /* A request handed to an idle polling worker is usually answered within a
  * few microseconds: the caller polls for the reply here (pyn_await_inline)
- * and returns {'$py_done', Reply}, skipping the message and the
+ * and returns {'$py_done', Reply, WorkerId}, skipping the message and the
  * reschedule.  Only for a caller waiting inline (Sync true). */
 static ERL_NIF_TERM submit(ErlNifEnv *env, const ERL_NIF_TERM argv[], int normal, int timed)
 {
@@ -376,15 +376,17 @@ static ERL_NIF_TERM nif_load(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
                             enif_make_int(env, pending));
 }
 
-/* worker_stats() -> {[WorkerMap], QueuedTimeouts} */
+/* worker_stats() -> {[WorkerMap], QueuedTimeouts, RetiredMap} */
 static ERL_NIF_TERM nif_worker_stats(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     uint64_t queued = 0;
-    ERL_NIF_TERM list;
+    ERL_NIF_TERM list, retired = 0;
     (void)argc;
     (void)argv;
-    list = pyn_worker_metrics(env, &queued);
-    return enif_make_tuple2(env, list, enif_make_uint64(env, queued));
+    list = pyn_worker_metrics(env, &queued, &retired);
+    if (enif_is_exception(env, list))
+        return list;
+    return enif_make_tuple3(env, list, enif_make_uint64(env, queued), retired);
 }
 
 static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])

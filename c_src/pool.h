@@ -120,8 +120,10 @@ void pyn_stats(int *workers, int *bound, int *available, int *pending);
 void pyn_load(int *workers, int *idle, int *pending);
 /* [#{id, calls, answered, errors, timeouts, p50_us, p99_us}] of the
  * workers in service (metrics.c); *queued_timeouts: requests given up
- * before any worker took them. */
-ERL_NIF_TERM pyn_worker_metrics(ErlNifEnv *env, uint64_t *queued_timeouts);
+ * before any worker took them; *retired: the same map (crashed in place of
+ * id: requests answered because their worker was lost) of the workers
+ * taken out of service. */
+ERL_NIF_TERM pyn_worker_metrics(ErlNifEnv *env, uint64_t *queued_timeouts, ERL_NIF_TERM *retired);
 /* Sends Python's log records (erlang._log) to pid, or drops the sink
  * (NULL) (callback.c). */
 void pyn_set_log_sink(const ErlNifPid *pid);

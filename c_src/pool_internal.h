@@ -112,6 +112,8 @@ typedef struct {
     int nbusy;             /* workers in service running a job */
     int pending; /* queued requests (control jobs not counted) */
     uint64_t queued_timeouts; /* requests given up before any worker took them */
+    pyn_wmetrics_t retired;   /* the counters of workers taken out of service */
+    uint64_t crashed;         /* requests answered worker_crashed (or the like) */
     int running; /* attached and not shut down */
     int has_pool;
     ErlNifPid pool_pid, runner_pid;
@@ -136,7 +138,8 @@ extern pyn_pool_t P;
 extern __thread pyn_worker_t *pyn_self;
 
 /* ---- metrics.c: per-worker counters (lock held) ---------------------- */
-/* Counts job j, which w ran, answered with result (finish_job). */
+/* Counts job j, which w ran, answered with result (finish_job); a
+ * retired worker's go to P.retired. */
 void metrics_done_locked(pyn_worker_t *w, const pyn_job_t *j, ERL_NIF_TERM result);
 
 /* ---- queue.c: queues, admission, job state changes (lock held) -------- */

@@ -397,7 +397,7 @@ static PyObject *m_log(PyObject *self, PyObject *arg)
     ErlNifPid pid;
     ErlNifEnv *m;
     ERL_NIF_TERM t;
-    int worker = 0;
+    int worker = 0, sent;
     (void)self;
 
     if (!host || !host->log_sink(&pid, &worker))
@@ -409,9 +409,9 @@ static PyObject *m_log(PyObject *self, PyObject *arg)
     }
     t = enif_make_tuple3(m, enif_make_atom(m, "py_log"),
                          worker ? enif_make_int(m, worker) : enif_make_atom(m, "undefined"), t);
-    enif_send(NULL, &pid, m, t);
+    sent = enif_send(NULL, &pid, m, t); /* 0: py_log is gone */
     enif_free_env(m);
-    Py_RETURN_TRUE;
+    return PyBool_FromLong(sent);
 }
 
 static PyObject *m_self(PyObject *self, PyObject *unused)

@@ -532,6 +532,18 @@ void start_job(pyn_worker_t *w, pyn_job_t *j)
 /* Lock held.  Takes w out of service: answers its queued jobs (moved onto
  * *dropped, linked by next, for release_dropped after unlocking) and the
  * jobs it runs.  Returns 1 if the table reference must then be released. */
+/* A retired worker's counters join those of the workers before it, so
+ * that the pool's totals never go back (lock held). */
+static void fold_metrics_locked(const pyn_wmetrics_t *m)
+{
+    P.retired.calls += m->calls;
+    P.retired.answered += m->answered;
+    P.retired.errors += m->errors;
+    P.retired.timeouts += m->timeouts;
+    for (int i = 0; i < PYN_LAT_BUCKETS; i++)
+        P.retired.hist[i] += m->hist[i];
+}
+
 int retire_locked(ErlNifEnv *env, pyn_worker_t *w, ERL_NIF_TERM reason,
                          pyn_job_t **dropped)
 {
@@ -540,6 +552,7 @@ int retire_locked(ErlNifEnv *env, pyn_worker_t *w, ERL_NIF_TERM reason,
     if (w->state != PYN_W_ALIVE)
         return 0;
     w->state = PYN_W_RETIRED;
+    fold_metrics_locked(&w->metrics);
     if (P.running)
         P.replacing++; /* the pool starts a replacement */
     for (int i = 0; i < P.nworkers; i++) {
@@ -553,14 +566,18 @@ int retire_locked(ErlNifEnv *env, pyn_worker_t *w, ERL_NIF_TERM reason,
     if (w->current)
         P.nbusy--;
     while ((j = q_pop(&w->nested)) || (j = q_pop(&w->own))) {
-        if (j->has_caller)
+        if (j->has_caller) {
             P.pending--;
+            P.crashed++;
+        }
         j->state = PYN_JS_DONE;
         reply_error_owned(env, j, reason);
         slot_release_locked(env, j, dropped);
         drop_later(j, dropped);
     }
     for (j = w->current; j; j = j->prev) {
+        if (j->has_caller && !j->cancelled)
+            P.crashed++;
         reply_error_running(env, j, reason);
         /* Its caller was answered: the request no longer counts against
          * the semaphore, even if its thread runs on (stuck in C). */

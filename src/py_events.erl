@@ -8,8 +8,11 @@
 %% <li>`[erlang_python, call, stop]' when it returns `{ok, _}' or `ok',
 %%     with `#{duration, monotonic_time}';</li>
 %% <li>`[erlang_python, call, exception]' when it returns
-%%     `{error, Reason}', with `#{duration, monotonic_time}' and
-%%     `reason => Reason' added to the metadata.</li>
+%%     `{error, Reason}' (or, rarely, raises: then `Reason' is
+%%     `{Class, Why}'), with `#{duration, monotonic_time}' and
+%%     `reason => Reason' added to the metadata.  Unlike telemetry:span/3's
+%%     convention an error result is an exception here; there is no `kind'
+%%     of error nor `stacktrace'.</li>
 %% </ul>
 %%
 %% Durations are in `native' time units (`erlang:convert_time_unit/3'), as
@@ -71,7 +74,14 @@ span({Mod, Mode}, Req, Exchange) ->
     T0 = erlang:monotonic_time(),
     Mod:execute([erlang_python, call, start],
                 #{monotonic_time => T0, system_time => T0 + erlang:time_offset()}, Meta),
-    {Result, Worker} = Exchange(),
+    {Result, Worker} = try Exchange()
+                       catch Class:Why:Stack ->
+                               T = erlang:monotonic_time(),
+                               Mod:execute([erlang_python, call, exception],
+                                           #{duration => T - T0, monotonic_time => T},
+                                           Meta#{reason => {Class, Why}}),
+                               erlang:raise(Class, Why, Stack)
+                       end,
     T1 = erlang:monotonic_time(),
     Done = Meta#{worker := worker_id(Worker)},
     Measurements = #{duration => T1 - T0, monotonic_time => T1},

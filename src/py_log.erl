@@ -31,6 +31,8 @@
 -export([start_link/0, setup_source/0, level/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
+-define(MAX_QUEUE, 10000).
+
 %% @private
 -spec start_link() -> {ok, pid()} | {error, term()}.
 start_link() ->
@@ -79,6 +81,7 @@ level(_) -> alert.
 -spec init([]) -> {ok, #{}}.
 init([]) ->
     process_flag(trap_exit, true),
+    process_flag(message_queue_data, off_heap),
     ok = py_nif:log_sink(self()),
     {ok, #{}}.
 
@@ -100,9 +103,28 @@ handle_info({py_log, Worker, {LevelNo, Name, Msg, File, Line, Func, Created, Thr
     try log(Worker, LevelNo, Name, Msg, File, Line, Func, Created, Thread)
     catch _:_ -> ok
     end,
+    shed_load(),
     {noreply, State};
 handle_info(_Other, State) ->
     {noreply, State}.
+
+%% Python never waits for logger: a loop that logs faster than logger
+%% writes would grow this mailbox without end.  Past ?MAX_QUEUE waiting
+%% records, those waiting are dropped, and one warning says how many.
+shed_load() ->
+    case process_info(self(), message_queue_len) of
+        {message_queue_len, N} when N > ?MAX_QUEUE ->
+            Dropped = drop_records(0),
+            logger:warning("erlang_python: ~b Python log records dropped (logging faster "
+                           "than logger writes)", [Dropped]);
+        _ ->
+            ok
+    end.
+
+drop_records(N) ->
+    receive {py_log, _, _} -> drop_records(N + 1)
+    after 0 -> N
+    end.
 
 log(Worker, LevelNo, Name, Msg, File, Line, Func, Created, Thread) ->
     Meta0 = #{python_logger => Name,

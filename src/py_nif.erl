@@ -106,9 +106,9 @@ log_sink(_Pid) -> erlang:nif_error(not_loaded).
 -spec load() -> {non_neg_integer(), non_neg_integer(), non_neg_integer()}.
 load() -> erlang:nif_error(not_loaded).
 
-%% @doc Per-worker counters of the workers in service, and the requests
-%% given up before any worker took them.
--spec worker_stats() -> {[#{atom() => number()}], non_neg_integer()}.
+%% @doc Per-worker counters of the workers in service, the requests given
+%% up before any worker took them, and the retired workers' counters.
+-spec worker_stats() -> {[#{atom() => number()}], non_neg_integer(), #{atom() => number()}}.
 worker_stats() -> erlang:nif_error(not_loaded).
 
 %% @doc Delivers the reply of an Erlang callback to the waiting Python code.

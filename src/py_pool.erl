@@ -23,7 +23,15 @@
                    checked_out := non_neg_integer(),
                    pending_requests := non_neg_integer()}.
 -type call_stats() :: #{workers := [worker_stats()],
-                        queued_timeouts := non_neg_integer()}.
+                        queued_timeouts := non_neg_integer(),
+                        retired := retired_stats()}.
+-type retired_stats() :: #{crashed := non_neg_integer(),
+                           calls := non_neg_integer(),
+                           answered := non_neg_integer(),
+                           errors := non_neg_integer(),
+                           timeouts := non_neg_integer(),
+                           p50_us := float(),
+                           p99_us := float()}.
 -type worker_stats() :: #{id := pos_integer(),
                           calls := non_neg_integer(),
                           answered := non_neg_integer(),
@@ -34,7 +42,7 @@
 -type worker_info() :: #{id := non_neg_integer(),
                          pid := pid(),
                          bound := false | {process, pid()} | {context, pid()}}.
--export_type([stats/0, call_stats/0, worker_stats/0, worker_info/0]).
+-export_type([stats/0, call_stats/0, worker_stats/0, retired_stats/0, worker_info/0]).
 
 %%====================================================================
 %% API
@@ -60,12 +68,17 @@ get_stats() ->
 %% 99th percentile of the answered ones' latency in microseconds, from
 %% submit to answer (queueing included), known to within 6 % (0.0 before
 %% the first answer).  `queued_timeouts': requests given up (timeout)
-%% before any worker took them.  Read from the NIF, no gen_server round
-%% trip.
+%% before any worker took them.  `retired': the same counters summed over
+%% the workers taken out of service (crashed, or abandoned stuck in C)
+%% since the NIF loaded, and `crashed', the requests answered
+%% `worker_crashed' (or `not_running' at shutdown) because their worker
+%% was lost: with it the totals never go back.  For `async_call' and
+%% `async_stream' a request is the start of the coroutine.  Read from the
+%% NIF, no gen_server round trip.
 -spec call_stats() -> call_stats().
 call_stats() ->
-    {Workers, Queued} = py_nif:worker_stats(),
-    #{workers => Workers, queued_timeouts => Queued}.
+    {Workers, Queued, Retired} = py_nif:worker_stats(),
+    #{workers => Workers, queued_timeouts => Queued, retired => Retired}.
 
 %% @doc The workers in service: id, guardian pid (kill it to simulate a
 %% worker crash) and binding.

@@ -10,7 +10,8 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 -export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
--export([worker_counters/1, latency_percentiles/1, queued_timeout/1,
+-export([worker_counters/1, latency_percentiles/1, queued_timeout/1, retired_counters/1,
+         log_storm_bounded/1,
          events_of_each_kind/1, events_off/1,
          logging_levels_and_metadata/1, logging_exception_and_warning/1,
          logging_from_a_thread/1, logging_in_every_worker/1,
@@ -22,7 +23,7 @@
 -define(WORKERS, 4).
 
 all() ->
-    [worker_counters, latency_percentiles, queued_timeout,
+    [worker_counters, latency_percentiles, queued_timeout, retired_counters, log_storm_bounded,
      events_of_each_kind, events_off,
      logging_levels_and_metadata, logging_exception_and_warning,
      logging_from_a_thread, logging_in_every_worker, stdio_to_logger, logging_off].
@@ -41,9 +42,16 @@ init_per_suite(Config) ->
 
 end_per_suite(Config) ->
     ok = py_test_lib:stop_suite(Config),
+    %% Gone for good: a later suite's ensure_all_started(erlang_python)
+    %% would start a loaded optional telemetry again.
     _ = application:stop(telemetry),
+    ok = application:unload(telemetry),
+    _ = code:purge(telemetry),
+    true = code:delete(telemetry),
     true = code:del_path(proplists:get_value(telemetry_ebin, Config)),
-    ok.
+    {ok, _} = application:ensure_all_started(?APP),
+    false = py_events:enabled(),
+    ok = application:stop(?APP).
 
 init_per_testcase(_Case, Config) ->
     py_test_lib:ensure_pool_idle(?WORKERS, 5000),
@@ -107,14 +115,81 @@ queued_timeout(_Config) ->
     ok = py:ctx_exec(Ctx, <<"import time">>),
     Q0 = queued_timeouts(),
     Timeouts0 = lists:sum([T || #{timeouts := T} <- workers_stats()]),
+    ok = py:ctx_exec(Ctx, <<"import erlang\n"
+                            "def sleeper(pid):\n"
+                            "    erlang.send(pid, 'started')\n"
+                            "    time.sleep(0.4)\n">>),
     Self = self(),
-    spawn(fun() -> Self ! {slept, py:ctx_call(Ctx, time, sleep, [0.4])} end),
-    timer:sleep(50),
+    spawn(fun() -> Self ! {slept, py:ctx_call(Ctx, '__main__', sleeper, [Self])} end),
+    receive <<"started">> -> ok after 5000 -> error(sleeper_not_started) end,
     ?assertEqual({error, timeout}, py:ctx_call(Ctx, time, sleep, [0], #{}, 50)),
     receive {slept, R} -> ?assertEqual({ok, none}, R) after 5000 -> error(no_sleep_answer) end,
     py:unbind(Ctx),
     ?assertEqual(Q0 + 1, queued_timeouts()),
     ?assertEqual(Timeouts0, lists:sum([T || #{timeouts := T} <- workers_stats()])).
+
+%% A worker lost mid-call: its counters move to `retired' (the totals
+%% never go back) and the call it ran counts as crashed.
+retired_counters(_Config) ->
+    Self = self(),
+    ok = py:bind(),
+    ok = py:exec(<<"import time">>),
+    [{ok, _} = py:eval(<<"1">>) || _ <- lists:seq(1, 10)],
+    [#{pid := G, id := Id}] = [W || W = #{bound := {process, P}} <- py_pool:workers(), P =:= Self],
+    #{workers := Before, retired := R0} = py_pool:call_stats(),
+    [#{calls := Calls}] = [W || W = #{id := I} <- Before, I =:= Id],
+    ?assert(Calls >= 11),
+    Total0 = total(Before, R0),
+    spawn(fun() -> timer:sleep(200), exit(G, kill) end),
+    ?assertEqual({error, worker_crashed}, py:call(time, sleep, [3])),
+    ok = py_test_lib:wait_pool_idle(?WORKERS, 10000),
+    #{workers := After, retired := R1} = py_pool:call_stats(),
+    ?assertNot(lists:member(Id, [I || #{id := I} <- After])),
+    ?assertEqual(maps:get(crashed, R0) + 1, maps:get(crashed, R1)),
+    ?assert(maps:get(calls, R1) >= maps:get(calls, R0) + Calls),
+    ?assert(total(After, R1) >= Total0),
+    %% Its thread ends the interrupted sleep later: that call counts there.
+    ok = py_test_lib:wait_until(fun() -> #{retired := R} = py_pool:call_stats(),
+                                         {maps:get(calls, R) >= maps:get(calls, R0) + Calls + 1, R}
+                                end, 10000, sleep_not_counted).
+
+total(Workers, Retired) ->
+    lists:sum([C || #{calls := C} <- Workers]) + maps:get(calls, Retired).
+
+%% py_log is held up while Python logs 12000 records: past 10000 waiting
+%% it drops them and says how many, instead of growing without end.
+log_storm_bounded(_Config) ->
+    add_handler(),
+    Log = whereis(py_log),
+    ok = sys:suspend(Log),
+    try
+        ok = py:exec(<<"import logging\nfor i in range(12000): logging.warning('storm %d', i)\n">>),
+        ok = py_test_lib:wait_until(fun() -> {message_queue_len, N} = process_info(Log, message_queue_len),
+                                             {N >= 12000, N}
+                                    end, 10000, records_not_queued)
+    after
+        ok = sys:resume(Log)
+    end,
+    Dropped = receive_storm(0, none),
+    ct:pal("storm: ~p", [Dropped]),
+    ?assertMatch({Got, N} when Got < 12000 andalso N >= 12000 - 10001 andalso Got + N =:= 12000, Dropped),
+    ?assertEqual(Log, whereis(py_log)).
+
+%% {storm records received, the count the drop warning gave}.
+receive_storm(Got, Dropped) ->
+    receive
+        {logged, warning, <<"storm ", _/binary>>, _} -> receive_storm(Got + 1, Dropped)
+    after 0 ->
+        case Dropped of
+            none -> receive_storm(Got, dropped());
+            _ -> {Got, Dropped}
+        end
+    end.
+
+dropped() ->
+    %% The warning is logger's own (no python_logger key): read it from
+    %% logger's event through a second handler.
+    receive {dropped, N} -> N after 5000 -> error(no_drop_warning) end.
 
 %%====================================================================
 %% Call events
@@ -316,6 +391,11 @@ log(#{level := Level, msg := Msg, meta := #{python_logger := _} = Meta}, #{confi
                {string, S} -> unicode:characters_to_binary(S)
            end,
     Pid ! {logged, Level, Text, Meta};
+log(#{msg := {Format, [N]}}, #{config := #{pid := Pid}}) when is_list(Format), is_integer(N) ->
+    case string:find(Format, "Python log records dropped") of
+        nomatch -> ok;
+        _ -> Pid ! {dropped, N}
+    end;
 log(_, _) ->
     ok.
 

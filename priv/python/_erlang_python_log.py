@@ -19,8 +19,15 @@ import erlang
 STDOUT_LEVEL = 25  # NOTICE in OTP's terms (between INFO and WARNING)
 
 
+def _text(s):
+    # Lone surrogates (a surrogateescape'd file name, say) would reach
+    # Erlang as invalid UTF-8: written as escapes instead.
+    return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _send(levelno, name, message, pathname, lineno, func, created, thread):
-    return erlang._log((levelno, name, message, pathname, lineno, func, created, thread))
+    return erlang._log((levelno, _text(name), _text(message), _text(pathname), lineno,
+                        _text(func), created, _text(thread)))
 
 
 class ErlangHandler(logging.Handler):
@@ -83,8 +90,12 @@ class LoggerStream(io.TextIOBase):
             self._emit(line)
 
     def _emit(self, line):
-        if not _send(self._levelno, self._name, line, "", 0, "", time.time(),
-                     threading.current_thread().name):
+        try:
+            sent = _send(self._levelno, self._name, line, "", 0, "", time.time(),
+                         threading.current_thread().name)
+        except Exception:
+            sent = False
+        if not sent:
             self._original.write(line + "\n")
 
 
@@ -105,6 +116,7 @@ def install(level, stdio):
     else:
         if _handler is None:
             _handler = ErlangHandler()
+        if _handler not in root.handlers:  # (dictConfig may have removed it)
             root.addHandler(_handler)
         root.setLevel(level)
         logging.captureWarnings(True)
