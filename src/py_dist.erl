@@ -273,17 +273,29 @@ hold(Owner) ->
     Tag = make_ref(),
     {Holder, Mon} = spawn_monitor(fun() -> holder(Caller, Tag, Owner) end),
     receive
+        {Tag, {ok, _} = Result} -> Holder ! {Tag, taken}, erlang:demonitor(Mon, [flush]), Result;
         {Tag, Result} -> erlang:demonitor(Mon, [flush]), Result;
         {'DOWN', Mon, process, Holder, Why} -> {error, {holder_failed, Why}}
     end.
 
+%% Binds, then waits for the erpc process to take the context: if it was
+%% killed meanwhile (its caller gave up), nobody will ever use it.
 holder(Caller, Tag, Owner) ->
+    %% It ends with the application (py_dist's exit reaches it).
+    _ = catch link(whereis(?MODULE)),
     OwnerMon = erlang:monitor(process, Owner),
+    CallerMon = erlang:monitor(process, Caller),
     case py:bind(new) of
         {ok, Ctx} ->
             true = ets:insert(?CONTEXTS, {self(), Ctx}),
             Caller ! {Tag, {ok, {py_rctx, node(), self()}}},
-            holding(OwnerMon, Ctx);
+            receive
+                {Tag, taken} ->
+                    erlang:demonitor(CallerMon, [flush]),
+                    holding(OwnerMon, Ctx);
+                {'DOWN', CallerMon, process, _, _} ->
+                    let_go(Ctx)
+            end;
         Error ->
             Caller ! {Tag, Error}
     end.
@@ -384,6 +396,7 @@ start_link() ->
 %% @private
 -spec init([]) -> {ok, map()}.
 init([]) ->
+    process_flag(trap_exit, true), % holders are linked: a failing one is no reason to stop
     _ = ets:new(?LOADS, [named_table, public, set, {write_concurrency, true}]),
     ok = pg:join(?SCOPE, ?GROUP, self()),
     _ = net_kernel:monitor_nodes(true),

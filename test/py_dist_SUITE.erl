@@ -14,7 +14,7 @@
 -export([remote_calls/1, local_node_and_bad_targets/1, unknown_node/1,
          node_killed_mid_call/1, cluster_spreads_load/1, cluster_node_leaves_and_joins/1,
          context_used_from_a_third_node/1, binder_killed_on_another_node/1,
-         netsplit_releases_context/1, context_node_gone/1]).
+         netsplit_releases_context/1, context_node_gone/1, holder_ends_with_application/1]).
 
 -define(APP, erlang_python).
 
@@ -24,7 +24,8 @@ suite() ->
 all() ->
     [remote_calls, local_node_and_bad_targets, unknown_node, node_killed_mid_call,
      cluster_spreads_load, cluster_node_leaves_and_joins, context_used_from_a_third_node,
-     binder_killed_on_another_node, netsplit_releases_context, context_node_gone].
+     binder_killed_on_another_node, netsplit_releases_context, context_node_gone,
+     holder_ends_with_application].
 
 init_per_suite(Config) ->
     WasAlive = is_alive(),
@@ -212,6 +213,19 @@ context_node_gone(_Config) ->
     ?assertEqual({error, {nodedown, N1}}, py:ctx_call(Ctx, math, sqrt, [4])),
     ?assertEqual(ok, py:unbind(Ctx)),
     ?assertEqual(nothing, stray()).
+
+%% erlang_python stops on the context's node: the holder goes with it, and
+%% after a restart the context is released (context_not_bound).
+holder_ends_with_application(_Config) ->
+    {P1, N1} = start_node(),
+    {ok, {py_rctx, N1, Holder} = Ctx} = py:bind(new, N1),
+    ?assert(erpc:call(N1, erlang, is_process_alive, [Holder])),
+    ok = peer:call(P1, application, stop, [?APP]),
+    ?assertNot(erpc:call(N1, erlang, is_process_alive, [Holder])),
+    {ok, _} = peer:call(P1, application, ensure_all_started, [?APP], 30000),
+    ?assertError(context_not_bound, py:ctx_eval(Ctx, <<"1">>)),
+    ?assertEqual({ok, 2}, py_dist:eval(N1, <<"1 + 1">>)),
+    stop(P1).
 
 %%====================================================================
 %% Helpers
