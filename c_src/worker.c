@@ -448,9 +448,6 @@ int pyn_setup(ErlNifEnv *env, ERL_NIF_TERM src, int keep)
     return rc;
 }
 
-/* available: the workers a bind would get now, i.e. free ones not still
- * running a request whose caller gave up (pyn_worker_bind refuses those
- * until they finish or are replaced). */
 void pyn_load(int *workers, int *idle, int *pending)
 {
     int n = 0;
@@ -466,6 +463,9 @@ void pyn_load(int *workers, int *idle, int *pending)
     pthread_mutex_unlock(&P.lock);
 }
 
+/* available: the workers a bind would get now, i.e. free ones not still
+ * running a request whose caller gave up (pyn_worker_bind refuses those
+ * until they finish or are replaced). */
 void pyn_stats(int *workers, int *bound, int *available, int *pending)
 {
     int busy_free = 0;

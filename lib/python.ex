@@ -186,9 +186,8 @@ defmodule Python do
       {ctx, nil} ->
         on_ctx(ctx, &:py.ctx_exec(&1, code, locals))
 
-      {_ctx, _t} ->
-        raise ArgumentError,
-              "Python.exec/3: no timeout: with context: (py:ctx_exec always waits 30 s)"
+      {ctx, t} ->
+        on_ctx(ctx, &:py.ctx_exec(&1, code, locals, t))
     end
     |> result()
   end

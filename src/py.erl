@@ -57,7 +57,10 @@
 -type error_reason() :: {atom() | binary(), binary()}  % a Python exception
                       | timeout | no_workers_available | worker_crashed
                       | not_running | {badarg, atom()}
-                      | {overloaded, non_neg_integer(), pos_integer()}.
+                      | {overloaded, non_neg_integer(), pos_integer()}
+                        %% requests to other nodes (py_dist)
+                      | {nodedown, node()} | {not_running, node()}
+                      | {remote_exception, node(), term()} | {holder_failed, term()}.
 -opaque ctx() :: {py_ctx, reference(), pos_integer()} | py_dist:ctx().
 -opaque async_ref() :: {py_async, reference(), reference() | {error, error_reason()}}.
 -type coro_handle() :: {py_coro, reference(), reference() | {error, error_reason()}}.

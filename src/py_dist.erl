@@ -147,7 +147,8 @@ remote(Node, F, A, Timeout) ->
         error:{exception, undef, [{?MODULE, F, _, _} | _]} -> {error, {not_running, Node}};
         error:{exception, Reason, _Stack} -> {error, {remote_exception, Node, Reason}};
         exit:{exception, Reason} -> {error, {remote_exception, Node, Reason}};
-        exit:{signal, Reason} -> {error, {remote_exception, Node, Reason}}
+        exit:{signal, Reason} -> {error, {remote_exception, Node, Reason}};
+        Class:Reason -> {error, {remote_exception, Node, {Class, Reason}}}
     end.
 
 erpc_timeout(infinity) -> infinity;
@@ -248,12 +249,12 @@ ctx_run(_, _, _) ->
 %% released (the caller raises it where it is).
 -spec ctx_local(pid(), request(), py:timeout_ms()) -> result() | context_not_bound.
 ctx_local(Holder, Req, Timeout) ->
-    case ets:lookup(?CONTEXTS, Holder) of
+    case catch ets:lookup(?CONTEXTS, Holder) of
         [{_, Ctx}] ->
             try ctx_request(Ctx, Req, Timeout)
             catch error:context_not_bound -> context_not_bound
             end;
-        [] ->
+        _ -> % [], or no table: erlang_python is not running here
             context_not_bound
     end.
 
@@ -276,6 +277,11 @@ hold(Owner) ->
         {Tag, {ok, _} = Result} -> Holder ! {Tag, taken}, erlang:demonitor(Mon, [flush]), Result;
         {Tag, Result} -> erlang:demonitor(Mon, [flush]), Result;
         {'DOWN', Mon, process, Holder, Why} -> {error, {holder_failed, Why}}
+    after ?TIMEOUT ->
+        %% Its binding, if it got one, goes with it (the pool monitors it).
+        exit(Holder, kill),
+        catch ets:delete(?CONTEXTS, Holder),
+        {error, timeout}
     end.
 
 %% Binds, then waits for the erpc process to take the context: if it was
@@ -320,12 +326,18 @@ let_go(Ctx) ->
 %% does.
 -spec release(pid()) -> ok.
 release(Holder) ->
-    Mon = erlang:monitor(process, Holder),
-    Tag = make_ref(),
-    Holder ! {release, self(), Tag},
-    receive
-        {Tag, ok} -> erlang:demonitor(Mon, [flush]), ok;
-        {'DOWN', Mon, process, Holder, _} -> ok
+    case catch ets:member(?CONTEXTS, Holder) of
+        true ->
+            Mon = erlang:monitor(process, Holder),
+            Tag = make_ref(),
+            Holder ! {release, self(), Tag},
+            receive
+                {Tag, ok} -> erlang:demonitor(Mon, [flush]), ok;
+                {'DOWN', Mon, process, Holder, _} -> ok
+            after ?TIMEOUT -> ok
+            end;
+        _ ->
+            ok % released already (or not a holder)
     end.
 
 %%====================================================================
@@ -340,14 +352,16 @@ scope() -> ?SCOPE.
 %% included when it runs it).
 -spec members() -> [node()].
 members() ->
-    lists:usort([node(P) || P <- pg:get_members(?SCOPE, ?GROUP)]).
+    try lists:usort([node(P) || P <- pg:get_members(?SCOPE, ?GROUP)])
+    catch error:badarg -> [] % the scope is not running
+    end.
 
 %% @doc The last load each member published (this node's: now).
 -spec loads() -> #{node() => load()}.
 loads() ->
     Members = members(),
     Known = maps:from_list([{N, #{free => max(0, F), workers => W, pending => Q}}
-                            || {N, F, W, Q} <- ets:tab2list(?LOADS), lists:member(N, Members)]),
+                            || {N, F, W, Q} <- known_loads(), lists:member(N, Members)]),
     case lists:member(node(), Members) of
         true -> Known#{node() => own_load()};
         false -> Known
@@ -362,13 +376,19 @@ pick() ->
         _ ->
             Members = members() -- [node()],
             Scored = [{-Free, Pending / max(1, Workers), N}
-                      || {N, Free, Workers, Pending} <- ets:tab2list(?LOADS),
+                      || {N, Free, Workers, Pending} <- known_loads(),
                          lists:member(N, Members), Workers > 0],
             OwnScore = {-maps:get(free, Own),
                         maps:get(pending, Own) / max(1, maps:get(workers, Own)), node()},
             {_, _, Best} = lists:min([OwnScore | Scored]),
             taken(Best),
             Best
+    end.
+
+%% The published loads ([] while py_dist is not running).
+known_loads() ->
+    try ets:tab2list(?LOADS)
+    catch error:badarg -> []
     end.
 
 %% One of Node's free workers counts as taken until Node publishes again.
@@ -425,6 +445,10 @@ handle_info(tick, #{last := Last, ticks := Ticks} = State) ->
 handle_info({py_dist_load, Node, #{free := F, workers := W, pending := Q}}, State) ->
     true = ets:insert(?LOADS, {Node, F, W, Q}),
     {noreply, State};
+handle_info({'EXIT', Holder, _}, State) ->
+    %% A holder killed from outside leaves no row behind.
+    ets:delete(?CONTEXTS, Holder),
+    {noreply, State};
 handle_info({nodeup, _Node}, State) ->
     %% A new member hears this node's load at once.
     {noreply, State#{last := none}};
@@ -436,5 +460,6 @@ handle_info(_Other, State) ->
 
 publish(Load) ->
     Msg = {py_dist_load, node(), Load},
-    lists:foreach(fun(P) -> P ! Msg end,
+    %% Never blocks on a busy connection nor reopens a closed one.
+    lists:foreach(fun(P) -> erlang:send(P, Msg, [noconnect, nosuspend]) end,
                   [P || P <- pg:get_members(?SCOPE, ?GROUP), node(P) =/= node()]).

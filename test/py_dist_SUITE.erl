@@ -51,8 +51,10 @@ init_per_testcase(_Case, Config) ->
     py_test_lib:flush_mailbox(),
     Config.
 
-end_per_testcase(_Case, Config) ->
-    [stop(P) || P <- proplists:get_value(peers, Config, [])],
+%% Every peer a case started is stopped, also when the case failed (a
+%% live peer would stay a member of the cluster for the next cases).
+end_per_testcase(_Case, _Config) ->
+    [stop(P) || P <- started_peers()],
     py_test_lib:flush_mailbox().
 
 %%====================================================================
@@ -241,9 +243,38 @@ start_node() ->
                                        "-setcookie", atom_to_list(erlang:get_cookie())]}),
     ok = peer:call(P, application, load, [?APP]),
     ok = peer:call(P, application, set_env, [?APP, num_workers, 2]),
+    remember_peer(P),
     {ok, _} = peer:call(P, application, ensure_all_started, [?APP], 30000),
     true = net_kernel:connect_node(N),
     {P, N}.
+
+%% The peers of the running case, kept by a registered process (the case
+%% and end_per_testcase may run in different processes).
+remember_peer(P) ->
+    case whereis(py_dist_suite_peers) of
+        undefined ->
+            Keeper = spawn(fun() -> keep_peers([]) end),
+            try register(py_dist_suite_peers, Keeper)
+            catch error:badarg -> exit(Keeper, kill)
+            end;
+        _ -> ok
+    end,
+    py_dist_suite_peers ! {add, P},
+    ok.
+
+started_peers() ->
+    case whereis(py_dist_suite_peers) of
+        undefined -> [];
+        Keeper ->
+            Keeper ! {take, self()},
+            receive {peers, Ps} -> Ps after 5000 -> [] end
+    end.
+
+keep_peers(Ps) ->
+    receive
+        {add, P} -> keep_peers([P | Ps]);
+        {take, From} -> From ! {peers, Ps}, keep_peers([])
+    end.
 
 stop(P) ->
     catch peer:stop(P),

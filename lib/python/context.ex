@@ -93,9 +93,8 @@ defmodule Python.Context do
 
   @doc """
   Runs statements in the context's namespace; what they define stays there
-  for the context's later calls. Option: `locals:`. No `timeout:` here:
-  `py:ctx_exec` always waits 30 s (evaluate an expression with
-  `eval/4` when you need a timeout).
+  for the context's later calls. Options: `locals:`, `timeout:` (as
+  `Python.exec/3`).
 
       :ok = Python.Context.exec(ctx, "counter = 0")
   """
