@@ -20,7 +20,7 @@
 %% nothing queued; else the member with the most free workers (then the
 %% fewest queued requests per worker), as last published.  Every node
 %% publishes its load to the others when it changes (checked every
-%% 50 ms, and once a second in any case); a node that picks another counts
+%% 50 ms, and every 250 ms in any case); a node that picks another counts
 %% one of that node's free workers as taken until the next publication, so
 %% that a burst spreads.  Members come and go with their connections.
 %%
@@ -51,7 +51,7 @@
 -define(CONTEXTS, py_dist_contexts).
 -define(TIMEOUT, 30000).
 -define(TICK_MS, 50).
--define(HEARTBEAT_TICKS, 20).
+-define(HEARTBEAT_TICKS, 5).
 %% What a remote call may take beyond its own timeout (the network, the
 %% remote worker's own answer to the timeout) before erpc gives up.
 -define(GRACE_MS, 2000).
