@@ -45,8 +45,13 @@ all() ->
      concurrent_callers_exact, errors_on_fast_path, not_stranded_behind_finalizer].
 
 init_per_suite(Config) ->
-    py_test_lib:start_suite(Config, fun(Dir) -> [{num_workers, ?NUM_WORKERS},
-                                                 {python_path, [Dir]}] end).
+    Config1 = py_test_lib:start_suite(Config, fun(Dir) -> [{num_workers, ?NUM_WORKERS},
+                                                           {python_path, [Dir]}] end),
+    %% Every worker has run its setup (with sub-interpreters each imports
+    %% the logging handler first): a worker still busy with it leaves no
+    %% worker polling, and no call could be handed over meanwhile.
+    ok = py_test_lib:exec_everywhere(?NUM_WORKERS, <<"pass">>, #{}),
+    Config1.
 
 end_per_suite(Config) ->
     _ = py_test_lib:stop_suite(Config),
