@@ -12,15 +12,21 @@
 #include "pool_internal.h"
 #include "py_erlang_mod.h"
 
-static int runner_pid(ErlNifPid *pid)
+/* *out = *pid when *set (read under the pool lock): 1, or 0. */
+static int read_pid(const int *set, const ErlNifPid *pid, ErlNifPid *out)
 {
     int ok;
     pthread_mutex_lock(&P.lock);
-    ok = P.has_pool;
+    ok = *set;
     if (ok)
-        *pid = P.runner_pid;
+        *out = *pid;
     pthread_mutex_unlock(&P.lock);
     return ok;
+}
+
+static int runner_pid(ErlNifPid *pid)
+{
+    return read_pid(&P.has_pool, &P.runner_pid, pid);
 }
 
 static void callback_monitor(pyn_worker_t *w)
@@ -231,14 +237,8 @@ static int cb_caller(ErlNifPid *pid)
  * (0 on other threads). */
 static int log_sink(ErlNifPid *pid, int *worker)
 {
-    int ok;
-    pthread_mutex_lock(&P.lock);
-    ok = P.has_log;
-    if (ok)
-        *pid = P.log_pid;
-    pthread_mutex_unlock(&P.lock);
     *worker = pyn_self ? pyn_self->id : 0;
-    return ok;
+    return read_pid(&P.has_log, &P.log_pid, pid);
 }
 
 void pyn_set_log_sink(const ErlNifPid *pid)

@@ -55,6 +55,8 @@
 %% What a remote call may take beyond its own timeout (the network, the
 %% remote worker's own answer to the timeout) before erpc gives up.
 -define(GRACE_MS, 2000).
+%% A timeout py accepts (checked here: a bad one must not reach erpc).
+-define(VALID_TIMEOUT(T), (T =:= infinity orelse (is_integer(T) andalso T >= 0))).
 
 -type target() :: node() | cluster.
 -type ctx() :: {py_rctx, node(), pid()}. % (matched by py's ctx_* functions)
@@ -115,8 +117,7 @@ exec(Node, Code, Locals, Timeout) ->
     run(Node, {exec, Code, Locals}, Timeout).
 
 -spec run(target(), request(), py:timeout_ms()) -> result().
-run(_Node, _Req, Timeout) when not (Timeout =:= infinity orelse
-                                    (is_integer(Timeout) andalso Timeout >= 0)) ->
+run(_Node, _Req, Timeout) when not ?VALID_TIMEOUT(Timeout) ->
     {error, {badarg, timeout}};
 run(cluster, Req, Timeout) ->
     run(pick(), Req, Timeout);
@@ -229,8 +230,7 @@ ctx_exec(Ctx, Code, Locals) ->
 ctx_exec(Ctx, Code, Locals, Timeout) ->
     ctx_run(Ctx, {exec, Code, Locals}, Timeout).
 
-ctx_run({py_rctx, _, _}, _Req, Timeout) when not (Timeout =:= infinity orelse
-                                                  (is_integer(Timeout) andalso Timeout >= 0)) ->
+ctx_run({py_rctx, _, _}, _Req, Timeout) when not ?VALID_TIMEOUT(Timeout) ->
     {error, {badarg, timeout}};
 ctx_run({py_rctx, Node, Holder}, Req, Timeout) ->
     Result = case Node =:= node() of

@@ -25,20 +25,16 @@
 -type call_stats() :: #{workers := [worker_stats()],
                         queued_timeouts := non_neg_integer(),
                         retired := retired_stats()}.
--type retired_stats() :: #{crashed := non_neg_integer(),
-                           calls := non_neg_integer(),
-                           answered := non_neg_integer(),
-                           errors := non_neg_integer(),
-                           timeouts := non_neg_integer(),
-                           p50_us := float(),
-                           p99_us := float()}.
--type worker_stats() :: #{id := pos_integer(),
-                          calls := non_neg_integer(),
-                          answered := non_neg_integer(),
-                          errors := non_neg_integer(),
-                          timeouts := non_neg_integer(),
-                          p50_us := float(),
-                          p99_us := float()}.
+%% The counters of call_stats/0, with one more key (id or crashed).
+-type counters(Key, Value) :: #{Key := Value,
+                                calls := non_neg_integer(),
+                                answered := non_neg_integer(),
+                                errors := non_neg_integer(),
+                                timeouts := non_neg_integer(),
+                                p50_us := float(),
+                                p99_us := float()}.
+-type worker_stats() :: counters(id, pos_integer()).
+-type retired_stats() :: counters(crashed, non_neg_integer()).
 -type worker_info() :: #{id := non_neg_integer(),
                          pid := pid(),
                          bound := false | {process, pid()} | {context, pid()}}.
