@@ -12,7 +12,8 @@
     X(not_running) X(badarg) X(sent) X(cancelled)               \
     X(num_workers) X(available_workers) X(checked_out) X(pending_requests) \
     X(py_error) X(py_cb) X(py_worker_lost)       \
-    X(name_error) X(py_main) X(overloaded) X(async_call) X(async_stream) X(py_etf) X(py_done)
+    X(name_error) X(py_main) X(overloaded) X(async_call) X(async_stream) X(py_etf) X(py_done) \
+    X(stream_start) X(buffer) X(closed)
 
 typedef struct {
 #define PYN_ATOM_FIELD(a) ERL_NIF_TERM a;

@@ -250,11 +250,27 @@ void pyn_set_log_sink(const ErlNifPid *pid)
     pthread_mutex_unlock(&P.lock);
 }
 
+/* Whether the request running on this thread was given up; its caller is
+ * monitored from the first ask (a long wait outlives the start-up skip). */
+static int cb_cancelled(void)
+{
+    pyn_worker_t *w = pyn_self;
+    int cancelled;
+    if (!w || !w->current)
+        return 0;
+    callback_monitor(w);
+    pthread_mutex_lock(&P.lock);
+    cancelled = w->current->cancelled;
+    pthread_mutex_unlock(&P.lock);
+    return cancelled;
+}
+
 static const pym_host_t host = {
     .call = cb_call,
     .caller = cb_caller,
     .runner = runner_pid,
     .log_sink = log_sink,
+    .cancelled = cb_cancelled,
 };
 
 void pyn_callbacks_install(void)

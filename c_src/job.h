@@ -29,6 +29,7 @@ typedef enum {
     PYN_JOB_STREAM_EVAL,
     PYN_JOB_ASYNC,        /* start a coroutine on the asyncio loop */
     PYN_JOB_ASYNC_STREAM, /* drain an async generator on the asyncio loop */
+    PYN_JOB_STREAM_START, /* run a generator, its values sent as they come (py_stream.h) */
     PYN_JOB_WIPE,         /* control: clear the worker's namespace, no reply */
     PYN_JOB_CLEAR_CACHES, /* control: forget cached modules and callables */
     PYN_JOB_SETUP,        /* control: run the source in req (a binary) */

@@ -10,7 +10,10 @@
 #include "atoms.h"
 #include "py_convert.h"
 #include "py_erlang_mod.h"
+#include "py_buffer.h"
+#include "py_channel.h"
 #include "py_runtime.h"
+#include "py_stream.h"
 #include "pool.h"
 
 /* Whether a request may be read in place on its caller's heap (see
@@ -24,7 +27,8 @@ static int load_common(ErlNifEnv *env)
 {
     pyn_atoms_init(env);
     pyc_init(env);
-    if (pyn_resources_init(env) != 0)
+    if (pyn_resources_init(env) != 0 || pys_types_init(env) != 0 || pych_types_init(env) != 0 ||
+        pyb_types_init(env) != 0)
         return 1;
     return 0;
 }
@@ -148,6 +152,7 @@ static int request_kind(ErlNifEnv *env, ERL_NIF_TERM req_term, pyn_kind_t *kind)
         {&ATOMS.eval, 3, PYN_JOB_EVAL},          {&ATOMS.exec, 3, PYN_JOB_EXEC},
         {&ATOMS.stream_eval, 3, PYN_JOB_STREAM_EVAL},
         {&ATOMS.async_call, 6, PYN_JOB_ASYNC},   {&ATOMS.async_stream, 6, PYN_JOB_ASYNC_STREAM},
+        {&ATOMS.stream_start, 6, PYN_JOB_STREAM_START},
     };
     const ERL_NIF_TERM *req;
     int rn;
@@ -210,7 +215,7 @@ static ERL_NIF_TERM submit(ErlNifEnv *env, const ERL_NIF_TERM argv[], int normal
      * handle must outlive the read): the worker reads the request in
      * place.  Else it is copied. */
     if (borrow_ok && job->sync && !nested && kind != PYN_JOB_ASYNC &&
-        kind != PYN_JOB_ASYNC_STREAM && pyn_handoff_likely(target, job->patient)) {
+        kind != PYN_JOB_ASYNC_STREAM && kind != PYN_JOB_STREAM_START && pyn_handoff_likely(target, job->patient)) {
         job->req = argv[2];
         job->borrow = PYN_BR_BORROWED;
     } else {
@@ -560,6 +565,16 @@ static ERL_NIF_TERM nif_execution_info(ErlNifEnv *env, int argc, const ERL_NIF_T
 }
 
 static ErlNifFunc funcs[] = {
+    {"stream_new", 2, pys_nif_new, 0},
+    {"stream_set_proc", 2, pys_nif_set_proc, 0},
+    {"stream_ack", 2, pys_nif_ack, 0},
+    {"stream_stop", 1, pys_nif_stop, 0},
+    {"stream_end", 2, pys_nif_end, 0},
+    {"stream_info", 1, pys_nif_info, 0},
+    {"channel_new", 3, pych_nif_new, 0},
+    {"channel_send", 2, pych_nif_send, 0},
+    {"channel_close", 1, pych_nif_close, 0},
+    {"channel_info", 1, pych_nif_info, 0},
     {"async_reply", 1, nif_async_reply, 0},
     {"async_cancel", 1, nif_async_cancel, 0},
     {"sem_info", 0, nif_sem_info, 0},

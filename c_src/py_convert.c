@@ -12,6 +12,7 @@
 
 #include "atoms.h"
 #include "py_compat.h"
+#include "py_buffer.h"
 #include "py_convert.h"
 #include "py_pid.h"
 
@@ -197,6 +198,8 @@ static PyObject *tuple_to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth)
     enif_get_tuple(env, t, &arity, &elems);
     if (arity == 2 && enif_is_identical(elems[0], ATOMS.bytes) && enif_is_binary(env, elems[1]))
         return binary_to_py(env, elems[1], 1);
+    if (arity == 2 && enif_is_identical(elems[0], ATOMS.buffer) && enif_is_binary(env, elems[1]))
+        return pyb_buffer_new(env, elems[1]);
     if (!(tuple = PyTuple_New(arity)))
         return NULL;
     for (int i = 0; i < arity; i++) {
@@ -304,6 +307,21 @@ fail:
     return NULL;
 }
 
+static const pyc_hooks_t *hooks; /* set once at load */
+
+void pyc_set_hooks(const pyc_hooks_t *h)
+{
+    hooks = h;
+}
+
+PyObject *pyc_hook_type(const char *name)
+{
+    if (hooks && hooks->type)
+        return hooks->type(name);
+    PyErr_Format(PyExc_AttributeError, "module 'erlang' has no attribute '%s'", name);
+    return NULL;
+}
+
 static PyObject *to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth)
 {
     double d;
@@ -347,9 +365,12 @@ static PyObject *to_py(ErlNifEnv *env, ERL_NIF_TERM t, int depth)
     case ERL_NIF_TERM_TYPE_PORT:
         PyErr_SetString(PyExc_TypeError, "cannot convert a port to Python");
         return NULL;
-    case ERL_NIF_TERM_TYPE_REFERENCE:
-        PyErr_SetString(PyExc_TypeError, "cannot convert a reference to Python");
-        return NULL;
+    case ERL_NIF_TERM_TYPE_REFERENCE: {
+        PyObject *o = hooks && hooks->ref_to_py ? hooks->ref_to_py(env, t) : NULL;
+        if (!o && !PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "cannot convert a reference to Python");
+        return o;
+    }
     default:
         PyErr_SetString(PyExc_TypeError, "cannot convert this term to Python");
         return NULL;
@@ -686,6 +707,10 @@ static int fallback_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int dep
     PyObject *r;
     int rc;
 
+    if (pyb_buffer_term(env, o, out))
+        return 0;
+    if (hooks && hooks->obj_to_term && (rc = hooks->obj_to_term(env, o, out)) != 0)
+        return rc < 0 ? -1 : 0;
     if (!PyModule_Check(o) && PyObject_HasAttrString(o, "tolist")) { /* numpy */
         if (!(r = PyObject_CallMethod(o, "tolist", NULL)))
             return -1;
@@ -748,8 +773,11 @@ static int to_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int depth)
         return float_term(env, PyFloat_AS_DOUBLE(o), out);
     if (PyUnicode_Check(o))
         return pyc_str_term(env, o, out);
-    if (PyBytes_Check(o))
+    if (PyBytes_Check(o)) {
+        if (PyBytes_GET_SIZE(o) >= PYB_SHARE_MIN && PyBytes_CheckExact(o))
+            return pyb_share_bytes(env, o, out); /* no copy: bytes are immutable */
         return make_binary(env, PyBytes_AS_STRING(o), PyBytes_GET_SIZE(o), out);
+    }
     if (PyByteArray_Check(o))
         return make_binary(env, PyByteArray_AS_STRING(o), PyByteArray_GET_SIZE(o), out);
     if (PyList_Check(o))

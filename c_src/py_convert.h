@@ -52,6 +52,20 @@ PyObject *pyc_name(ErlNifEnv *env, ERL_NIF_TERM t);
 int pyc_result_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int *wants_etf);
 /* Drains any iterable into a list term (stream results). */
 int pyc_iter_to_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out);
+/* Conversions owned by units above this one (channels), installed once at
+ * load.  ref_to_py: a reference term as a new object, or NULL with no
+ * exception when it is not one of theirs.  obj_to_term: an object outside
+ * the type table: 1 with *out built, 0 not theirs, -1 with an exception.
+ * type: the Python type named name (erlang.Channel...), new reference, or
+ * NULL with AttributeError. */
+typedef struct {
+    PyObject *(*ref_to_py)(ErlNifEnv *env, ERL_NIF_TERM t);
+    int (*obj_to_term)(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out);
+    PyObject *(*type)(const char *name);
+} pyc_hooks_t;
+void pyc_set_hooks(const pyc_hooks_t *hooks);
+/* hooks->type(name), or NULL with AttributeError. */
+PyObject *pyc_hook_type(const char *name);
 /* A UTF-8 binary term of a str (surrogates passed through). */
 int pyc_str_term(ErlNifEnv *env, PyObject *s, ERL_NIF_TERM *out);
 

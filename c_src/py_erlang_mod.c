@@ -24,6 +24,19 @@ void pym_set_host(const pym_host_t *h)
     host = h;
 }
 
+PyObject *pym_raise_gave_up(void)
+{
+    PyObject *exc = pym_interrupt_exc();
+    if (exc)
+        PyErr_SetString(exc, "the Erlang caller gave up (timeout or exit)");
+    return NULL;
+}
+
+int pym_job_cancelled(void)
+{
+    return host && host->cancelled ? host->cancelled() : 0;
+}
+
 /* ---- waiting on a thread that is not a worker ---------------------------
  * A Python thread started by user code has no worker, so its erlang.call
  * goes to the callback runner with a private waiter as its reply address. */
@@ -355,12 +368,8 @@ static PyObject *m_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     case PYM_CB_TOO_DEEP:
         PyErr_SetString(PyExc_RecursionError, "Erlang callbacks nested too deeply");
         return NULL;
-    case PYM_CB_CANCELLED: {
-        PyObject *exc = pym_interrupt_exc();
-        if (exc)
-            PyErr_SetString(exc, "the Erlang caller gave up (timeout or exit)");
-        return NULL;
-    }
+    case PYM_CB_CANCELLED:
+        return pym_raise_gave_up();
     default: /* not a worker running a request: any other Python thread */
         return call_from_thread(m, name, list);
     }
@@ -424,7 +433,20 @@ static PyObject *m_self(PyObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* erlang._type(name): erlang.Channel, erlang.ByteChannel (made on first use). */
+static PyObject *m_type(PyObject *self, PyObject *name)
+{
+    const char *s = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+    (void)self;
+    if (!s) {
+        PyErr_SetString(PyExc_TypeError, "_type(name): name must be a str");
+        return NULL;
+    }
+    return pyc_hook_type(s);
+}
+
 static PyMethodDef methods[] = {
+    {"_type", m_type, METH_O, "_type(name): the erlang.Channel or erlang.ByteChannel type (internal)."},
     {"call", (PyCFunction)(void (*)(void))m_call, METH_FASTCALL,
      "call(name, *args): call the Erlang function registered as name."},
     {"send", (PyCFunction)(void (*)(void))m_send, METH_FASTCALL,
@@ -439,9 +461,14 @@ static PyMethodDef methods[] = {
 
 /* Pure-Python part of the module, run in its namespace. */
 static const char helpers[] =
+    "class ChannelClosed(Exception):\n"
+    "    '''Raised by a channel's receive once it is closed and drained, or\n"
+    "    at once when the process that made it exited.'''\n"
     "def __getattr__(name):\n"
     "    if name.startswith('__') and name.endswith('__'):\n"
     "        raise AttributeError(\"module 'erlang' has no attribute %r\" % name)\n"
+    "    if name in ('Channel', 'ByteChannel'):\n"
+    "        return _type(name)\n"
     "    def function(*args):\n"
     "        return call(name, *args)\n"
     "    function.__name__ = function.__qualname__ = name\n"

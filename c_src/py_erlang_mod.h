@@ -39,6 +39,11 @@ typedef struct {
      * listens; *worker: the calling thread's worker id, 0 if none.  Any
      * thread. */
     int (*log_sink)(ErlNifPid *pid, int *worker);
+    /* Whether the request this worker thread runs was given up by its
+     * caller (timeout, exit): waits that block in C (channels, stream
+     * credit) end then.  Also ties the request to its caller's life.  0 on
+     * threads that are not workers. */
+    int (*cancelled)(void);
 } pym_host_t;
 
 /* Installs the pool's table (static storage), before Python starts. */
@@ -50,6 +55,10 @@ int pym_types_init(ErlNifEnv *env);
 PyObject *pym_init_module(void);
 /* Imports the module once after the interpreter starts. 0 ok. */
 int pym_setup(void);
+/* host->cancelled(), 0 without a host.  Any thread, GIL or not. */
+int pym_job_cancelled(void);
+/* Raises erlang.Interrupted for a request its caller gave up; NULL. */
+PyObject *pym_raise_gave_up(void);
 /* Borrowed: the exception class raised in timed-out code. */
 PyObject *pym_interrupt_exc(void);
 /* A new erlang._Reply delivering to r (keeps a reference). */

@@ -11,7 +11,9 @@
 #include "py_error.h"
 #include "py_etf.h"
 #include "py_exec.h"
+#include "py_buffer.h"
 #include "py_interp.h"
+#include "py_stream.h"
 
 #define PYX_CODE_CACHE_MAX 1024
 
@@ -599,6 +601,33 @@ static PyObject *do_async(pyx_state_t *st, ErlNifEnv *env, const ERL_NIF_TERM *e
     return res;
 }
 
+/* ---- incremental streams ----------------------------------------------------- */
+
+/* Calls Func(*Args, **Kwargs) and hands the iterable it returns, with the
+ * sink in el[5], to _erlang_python.run_stream, which sends each value as
+ * it comes (py_stream.h) and returns None at the end. */
+static PyObject *do_stream_start(pyx_state_t *st, ErlNifEnv *env, const ERL_NIF_TERM *el)
+{
+    pyi_state_t *s = pyi_state();
+    PyObject *sink, *it, *res = NULL;
+
+    if (!s || !(sink = pys_sink_object(env, el[5])))
+        return NULL;
+    if (!s->stream_run) {
+        PyObject *mod = PyImport_ImportModule("_erlang_python");
+        if (mod) {
+            s->stream_run = PyObject_GetAttrString(mod, "run_stream");
+            Py_DECREF(mod);
+        }
+    }
+    if (s->stream_run && (it = do_call(st, env, el))) {
+        res = PyObject_CallFunctionObjArgs(s->stream_run, it, sink, (PyObject *)NULL);
+        Py_DECREF(it);
+    }
+    Py_DECREF(sink);
+    return res;
+}
+
 /* ---- setup ---------------------------------------------------------------
  * Source the pool runs in every interpreter (sys.path, venv, reload: see
  * pyn_setup), in a namespace of its own.  Nobody waits for its outcome:
@@ -635,6 +664,7 @@ ERL_NIF_TERM pyx_run(pyx_state_t *st, pyn_job_t *j)
     ERL_NIF_TERM out;
     int arity, rc;
 
+    pyb_drain(); /* bytes results Erlang has let go of */
     if (j->kind == PYN_JOB_WIPE) {
         wipe(st);
         return ATOMS.ok;
@@ -671,6 +701,9 @@ ERL_NIF_TERM pyx_run(pyx_state_t *st, pyn_job_t *j)
     case PYN_JOB_ASYNC_STREAM:
         res = arity == 6 ? do_async(st, env, el, j->kind == PYN_JOB_ASYNC_STREAM) : NULL;
         break;
+    case PYN_JOB_STREAM_START:
+        res = arity == 6 ? do_stream_start(st, env, el) : NULL;
+        break;
     default:
         PyErr_SetString(PyExc_TypeError, "unknown request");
         break;
@@ -681,7 +714,8 @@ ERL_NIF_TERM pyx_run(pyx_state_t *st, pyn_job_t *j)
             PyErr_SetString(PyExc_TypeError, "malformed request");
         return pyer_pending_term(env, j->cancelled);
     }
-    if (j->kind == PYN_JOB_EXEC || j->kind == PYN_JOB_ASYNC || j->kind == PYN_JOB_ASYNC_STREAM) {
+    if (j->kind == PYN_JOB_EXEC || j->kind == PYN_JOB_ASYNC || j->kind == PYN_JOB_ASYNC_STREAM ||
+        j->kind == PYN_JOB_STREAM_START) {
         release_later(st, res);
         return ATOMS.ok;
     }

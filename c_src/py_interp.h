@@ -22,6 +22,12 @@ typedef struct {
     PyObject *format_exc;   /* py_error.c: traceback.format_exception */
     PyObject *code_cache;   /* py_exec.c: compiled sources */
     PyObject *async_start;  /* py_exec.c: _erlang_python.start_coroutine */
+    PyObject *stream_run;   /* py_exec.c: _erlang_python.run_stream */
+    PyObject *sink_type;    /* py_stream.c: erlang._StreamSink */
+    PyObject *channel_type; /* py_channel.c: erlang.Channel */
+    PyObject *byte_channel; /* py_channel.c: erlang.ByteChannel (a Python class) */
+    PyObject *buffer_type;  /* py_buffer.c: erlang.Buffer */
+    PyObject *bytes_home;   /* py_buffer.c: capsule of the shared-bytes home */
 } pyi_state_t; /* strong references only: freed field by field */
 
 /* The calling thread's interpreter's state; NULL with MemoryError set. */

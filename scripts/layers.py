@@ -24,8 +24,8 @@ LAYERS = [
     ["nif"],                                             # NIF layer
     ["pool", "watchdog", "callback", "worker", "reply", "metrics", "queue"],  # pool
     ["exec_subinterp", "exec_thread"],                   # executors
-    ["py_exec", "py_erlang_mod"],                        # Python-side code
-    ["py_etf", "py_error", "py_convert", "py_pid", "py_interp"],  # conversion
+    ["py_exec", "py_stream", "py_channel", "py_erlang_mod"],  # Python-side code
+    ["py_etf", "py_error", "py_convert", "py_buffer", "py_pid", "py_interp"],  # conversion
     ["job"],                                             # the request object
     ["py_runtime"],                                      # the interpreter
     ["atoms"],                                           # leaf

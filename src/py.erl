@@ -18,6 +18,7 @@
          await/1, await/2,
          stream/3, stream/4,
          stream_eval/1, stream_eval/2,
+         stream_start/3, stream_start/4, stream_ack/1, stream_ack/2, stream_cancel/1,
          version/0,
          last_traceback/0]).
 %% context affinity
@@ -36,6 +37,8 @@
          activate_venv/1, deactivate_venv/0, venv_info/0,
          reload/1,
          execution_mode/0, num_executors/0, subinterp_supported/0, parallel/1]).
+%% internal (py_stream)
+-export([internal_submit/3, internal_result/1, internal_where/1]).
 %% shared state
 -export([state_store/2, state_fetch/1, state_remove/1, state_keys/0, state_clear/0,
          state_incr/1, state_incr/2, state_decr/1, state_decr/2]).
@@ -169,6 +172,48 @@ stream(Module, Func, Args, Kwargs) ->
 -spec stream_eval(code()) -> {ok, list()} | {error, error_reason()}.
 stream_eval(Code) ->
     stream_eval(Code, #{}).
+
+%% @doc Starts an incremental stream: runs `Module.Func(*Args)', a
+%% generator, async generator or any iterable, on a worker, and sends the
+%% caller `{py_stream, Ref, {data, Value}}' for each value as it is
+%% produced, then `{py_stream, Ref, done}' or `{py_stream, Ref, {error,
+%% Reason}}'.  At most 64 values sit unacknowledged in the caller's mailbox
+%% (see `stream_start/4' and `stream_ack/1').  docs/streaming.md.
+-spec stream_start(name(), name(), list()) -> {ok, reference()} | {error, error_reason()}.
+stream_start(Module, Func, Args) ->
+    py_stream:start(Module, Func, Args, #{}).
+
+%% @doc `stream_start/3' with options: `owner' (the pid the messages go to;
+%% default the caller), `kwargs' (a map), `window' (how many values may be
+%% sent and not yet acknowledged: default 64; `infinity' for none),
+%% `timeout' (ms for the whole stream, default infinity), `value_timeout'
+%% (ms the generator may take to produce one value, time spent waiting for
+%% the owner's acknowledgement not counted; default infinity) and `ctx' (a
+%% context from `bind(new)': the stream runs in its namespace; by default a
+%% bound caller's stream runs on its worker).  Either timeout ends the
+%% stream with `{error, timeout}' and closes the generator.
+-spec stream_start(name(), name(), list(), py_stream:opts()) ->
+          {ok, reference()} | {error, error_reason()}.
+stream_start(Module, Func, Args, Opts) ->
+    py_stream:start(Module, Func, Args, Opts).
+
+%% @doc Acknowledges one value of a stream: the generator may produce one
+%% more.  Call it once per `{data, _}' message handled.
+-spec stream_ack(reference()) -> ok.
+stream_ack(Ref) ->
+    py_stream:ack(Ref, 1).
+
+%% @doc Acknowledges `N' values at once.
+-spec stream_ack(reference(), pos_integer()) -> ok.
+stream_ack(Ref, N) ->
+    py_stream:ack(Ref, N).
+
+%% @doc Stops a stream: no message of it arrives after this returns, the
+%% generator is closed (its `finally' blocks run) and its worker is free
+%% within milliseconds.  `ok' also for a stream that has ended.
+-spec stream_cancel(reference()) -> ok.
+stream_cancel(Ref) ->
+    py_stream:cancel(Ref).
 
 %% @doc `stream_eval/1' with locals.
 -spec stream_eval(code(), locals()) -> {ok, list()} | {error, error_reason()}.
@@ -865,6 +910,22 @@ result({'$py_etf', Bin}) ->
     binary_to_term(Bin);
 result(Reply) ->
     Reply.
+
+%% @private Submits a request as run/3 does, for py_stream's process:
+%% a job, an answer at once, or an error.
+-spec internal_submit(py_nif:where(), reference(), tuple()) -> term().
+internal_submit(Where, Ref, Req) ->
+    submit(Where, Ref, Req, true).
+
+%% @private Where the requests of a local context go.
+-spec internal_where(ctx()) -> py_nif:where() | {error, {badarg, ctx}}.
+internal_where({py_ctx, W, Gen}) -> {W, Gen};
+internal_where(_) -> {error, {badarg, ctx}}.
+
+%% @private A worker's reply as the caller sees it.
+-spec internal_result(term()) -> term().
+internal_result(Reply) ->
+    result(Reply).
 
 %% The pool may be gone or going (application stopping): that is
 %% {error, not_running} for the caller, never an exit.

@@ -10,6 +10,9 @@
          pool_attach/5, pool_shutdown/0, worker_start/1,
          worker_retire/1, worker_bind/2, stats/0, path_counts/0, cb_reply/2, version/0]).
 
+-export([stream_new/2, stream_set_proc/2, stream_ack/2, stream_stop/1, stream_end/2,
+         stream_info/1, channel_new/3, channel_send/2, channel_close/1, channel_info/1]).
+
 -on_load(init/0).
 
 -type worker() :: reference().
@@ -158,3 +161,53 @@ setup(_Source, _Keep) -> erlang:nif_error(not_loaded).
 %% sub-interpreters (3.12+).
 -spec execution_info() -> {subinterp | multi_executor | none, boolean()}.
 execution_info() -> erlang:nif_error(not_loaded).
+
+%%--------------------------------------------------------------------
+%% Incremental streams (c_src/py_stream.c): the sink is the stream's ref.
+%%--------------------------------------------------------------------
+
+%% @doc A stream's sink (its reference), delivering to Owner.
+-spec stream_new(pid(), pos_integer()) -> reference().
+stream_new(_Owner, _Window) -> erlang:nif_error(not_loaded).
+
+%% @doc Names the stream's process (cancel reaches it).
+-spec stream_set_proc(reference(), pid()) -> ok.
+stream_set_proc(_Sink, _Pid) -> erlang:nif_error(not_loaded).
+
+%% @doc Gives the generator N more values of credit.
+-spec stream_ack(reference(), pos_integer()) -> ok.
+stream_ack(_Sink, _N) -> erlang:nif_error(not_loaded).
+
+%% @doc Stops the stream: nothing more reaches its owner once this returns.
+-spec stream_stop(reference()) -> {running, pid()} | ended.
+stream_stop(_Sink) -> erlang:nif_error(not_loaded).
+
+%% @doc Sends the stream's last message ({py_stream, Sink, Msg}) unless stopped.
+-spec stream_end(reference(), term()) -> ok | stopped.
+stream_end(_Sink, _Msg) -> erlang:nif_error(not_loaded).
+
+%% @doc {Waiting for credit, ms since the last value (or since the wait began),
+%%  values sent, values acknowledged}.
+-spec stream_info(reference()) ->
+          {boolean(), non_neg_integer(), non_neg_integer(), non_neg_integer()}.
+stream_info(_Sink) -> erlang:nif_error(not_loaded).
+
+%%--------------------------------------------------------------------
+%% Channels (c_src/py_channel.c)
+%%--------------------------------------------------------------------
+
+%% @doc A channel owned by Owner (MaxSize 0: unbounded).
+-spec channel_new(pid(), non_neg_integer(), term | bytes) -> reference().
+channel_new(_Owner, _MaxSize, _Type) -> erlang:nif_error(not_loaded).
+
+%% @doc Queues a term (never blocks).
+-spec channel_send(reference(), term()) -> ok | full | closed | not_binary.
+channel_send(_Ch, _Term) -> erlang:nif_error(not_loaded).
+
+%% @doc Closes the channel.
+-spec channel_close(reference()) -> ok.
+channel_close(_Ch) -> erlang:nif_error(not_loaded).
+
+%% @doc The channel's counters.
+-spec channel_info(reference()) -> map().
+channel_info(_Ch) -> erlang:nif_error(not_loaded).

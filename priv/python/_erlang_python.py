@@ -118,6 +118,49 @@ def start_coroutine(obj, reply, stream):
     loop.call_soon_threadsafe(_start_task, _run(awaitable, reply), reply)
 
 
+# ---- incremental streams (py:stream_start) --------------------------------
+
+def run_stream(obj, sink):
+    """Sends each value of obj (an iterable, a generator, an async generator
+    or async iterable) through sink as it is produced, on this worker.
+    sink.send waits while the owner has a full window of unacknowledged
+    values, and returns False once the stream was stopped (cancelled, timed
+    out, owner gone): the generator is then closed, so its finally blocks
+    run.  An async generator is driven on a private event loop, one value
+    at a time."""
+    if not hasattr(obj, "__iter__") and hasattr(obj, "__aiter__"):
+        return _run_async_stream(obj, sink)
+    it = iter(obj)
+    try:
+        for value in it:
+            if not sink.send(value):
+                break
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+
+
+def _run_async_stream(obj, sink):
+    loop = asyncio.new_event_loop()
+    agen = obj.__aiter__()
+    try:
+        while True:
+            try:
+                value = loop.run_until_complete(agen.__anext__())
+            except StopAsyncIteration:
+                break
+            if not sink.send(value):
+                break
+    finally:
+        try:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                loop.run_until_complete(aclose())
+        finally:
+            loop.close()
+
+
 # ---- memory ----------------------------------------------------------------
 
 def _tracemalloc():
