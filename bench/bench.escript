@@ -30,6 +30,8 @@ main(Args) ->
             events(Root);
         ["dist" | _] ->
             dist();
+        ["motion" | _] ->
+            motion();
         _ ->
             Echo = start_echo(),
             latency(Echo),
@@ -37,6 +39,7 @@ main(Args) ->
             dist(),
             throughput(Echo),
             data(),
+            motion(),
             callbacks(Echo),
             idle_cpu(),
             memory_per_worker(),
@@ -197,6 +200,168 @@ data() ->
 doc(0) -> #{<<"id">> => 42, <<"name">> => <<"leaf">>, <<"score">> => 0.5, <<"tags">> => [<<"a">>, <<"b">>]};
 doc(D) -> #{<<"level">> => D, <<"children">> => [doc(D - 1) || _ <- lists:seq(1, 4)],
             <<"meta">> => #{<<"ok">> => true, <<"n">> => D * 1000}}.
+
+%%--------------------------------------------------------------------
+%% data in motion: streams, channels, large binaries
+%%--------------------------------------------------------------------
+
+motion() ->
+    stream_first_value(),
+    stream_rate(),
+    channel_rate(),
+    large_binaries().
+
+%% A generator that sleeps 100 ms before each of 5 values: when the first
+%% value reaches Erlang through py:stream_start, and when py:stream (which
+%% collects the whole list) returns.
+stream_first_value() ->
+    header("Stream of 5 values, one every 100 ms: time to the first value (ms)"),
+    {ok, Ctx} = py:bind(new),
+    ok = py:ctx_exec(Ctx, <<"import time\n"
+                            "def every(interval, n):\n"
+                            "    for i in range(n):\n"
+                            "        time.sleep(interval)\n"
+                            "        yield i\n">>),
+    First = fun() ->
+                    T0 = erlang:monotonic_time(microsecond),
+                    {ok, Ref} = py:stream_start('__main__', every, [0.1, 5], #{ctx => Ctx}),
+                    receive {py_stream, Ref, {data, 0}} -> ok end,
+                    T1 = erlang:monotonic_time(microsecond),
+                    ok = py:stream_cancel(Ref),
+                    {ok, 1} = py:ctx_eval(Ctx, <<"1">>), % the worker is done with it
+                    flush_stream(Ref),
+                    (T1 - T0) / 1000
+            end,
+    Whole = fun() ->
+                    T0 = erlang:monotonic_time(microsecond),
+                    {ok, [0, 1, 2, 3, 4]} = py:ctx_eval(Ctx, <<"list(every(0.1, 5))">>),
+                    (erlang:monotonic_time(microsecond) - T0) / 1000
+            end,
+    {ok, _} = py:ctx_eval(Ctx, <<"list(every(0, 1))">>),
+    Firsts = [First() || _ <- lists:seq(1, 5)],
+    Wholes = [Whole() || _ <- lists:seq(1, 3)],
+    ok = py:unbind(Ctx),
+    row("py:stream_start: first {data, _} message (median of 5)", median(Firsts), none),
+    row("  of which the generator's own delay", 100, none),
+    row("list(every(0.1, 5)) in one call (median of 3)", median(Wholes), none),
+    io:format("~n").
+
+flush_stream(Ref) ->
+    receive {py_stream, Ref, _} -> flush_stream(Ref) after 0 -> ok end.
+
+%% Values per second through a stream (range(N), window 64, one ack per
+%% value), against Erlang messages between two processes.
+stream_rate() ->
+    header("Stream throughput (values per second; default window 64, one ack each)"),
+    N = 100000,
+    Stream = fun() ->
+                     T0 = erlang:monotonic_time(microsecond),
+                     {ok, Ref} = py:stream_start(builtins, range, [N]),
+                     N = drain_stream(Ref, 0),
+                     N / ((erlang:monotonic_time(microsecond) - T0) / 1.0e6)
+             end,
+    Erl = fun() ->
+                  Self = self(),
+                  T0 = erlang:monotonic_time(microsecond),
+                  spawn(fun() -> [Self ! {v, I} || I <- lists:seq(1, N)] end),
+                  N = drain_plain(N),
+                  N / ((erlang:monotonic_time(microsecond) - T0) / 1.0e6)
+          end,
+    Rounds = [{Erl(), Stream()} || _ <- lists:seq(1, 5)],
+    E = median([A || {A, _} <- Rounds]),
+    S = median([B || {_, B} <- Rounds]),
+    io:format("  ~-52s ~10b~n", ["Erlang process to process (baseline)", round(E)]),
+    io:format("  ~-52s ~10b   (~.2fx of the baseline)~n~n",
+              ["py:stream_start(builtins, range, [100000])", round(S), S / E]).
+
+drain_stream(Ref, N) ->
+    receive
+        {py_stream, Ref, {data, _}} -> ok = py:stream_ack(Ref), drain_stream(Ref, N + 1);
+        {py_stream, Ref, done} -> N
+    end.
+
+drain_plain(0) -> 0;
+drain_plain(N) -> receive {v, _} -> 1 + drain_plain(N - 1) end.
+
+%% 100k small messages through a channel, consumed by one Python call
+%% (a loop of ch.receive() until the close): queued first, then sent while
+%% the consumer runs.
+channel_rate() ->
+    header("Channel throughput: 100k small messages to one Python consumer (messages/s)"),
+    N = 100000,
+    Consume = <<"sum(1 for _ in ch)">>,
+    Prefilled = fun() ->
+                        {ok, Ch} = py_channel:new(),
+                        [ok = py_channel:send(Ch, I) || I <- lists:seq(1, N)],
+                        ok = py_channel:close(Ch),
+                        T0 = erlang:monotonic_time(microsecond),
+                        {ok, N} = py:eval(Consume, #{ch => Ch}),
+                        N / ((erlang:monotonic_time(microsecond) - T0) / 1.0e6)
+                end,
+    Live = fun() ->
+                   {ok, Ch} = py_channel:new(),
+                   T0 = erlang:monotonic_time(microsecond),
+                   spawn_link(fun() ->
+                                      [ok = py_channel:send(Ch, I) || I <- lists:seq(1, N)],
+                                      ok = py_channel:close(Ch)
+                              end),
+                   {ok, N} = py:eval(Consume, #{ch => Ch}),
+                   N / ((erlang:monotonic_time(microsecond) - T0) / 1.0e6)
+           end,
+    Send = fun() ->
+                   {ok, Ch} = py_channel:new(),
+                   T0 = erlang:monotonic_time(microsecond),
+                   [ok = py_channel:send(Ch, I) || I <- lists:seq(1, N)],
+                   R = N / ((erlang:monotonic_time(microsecond) - T0) / 1.0e6),
+                   ok = py_channel:close(Ch),
+                   R
+           end,
+    Rounds = [{Send(), Prefilled(), Live()} || _ <- lists:seq(1, 5)],
+    [S, P, L] = [median([element(I, R) || R <- Rounds]) || I <- [1, 2, 3]],
+    io:format("  ~-52s ~10b~n", ["py_channel:send/2 alone (Erlang side)", round(S)]),
+    io:format("  ~-52s ~10b~n", ["consumer over a filled channel", round(P)]),
+    io:format("  ~-52s ~10b~n~n", ["consumer while a process sends (end to end)", round(L)]).
+
+%% 64 MiB each way: {buffer, Bin} and large bytes (shared) against the
+%% copying paths and one copy of 64 MiB (binary:copy/1: an allocation and
+%% a memcpy) in the same run.
+large_binaries() ->
+    header("64 MiB binaries (ms; ratio to one binary:copy/1 of 64 MiB)"),
+    Size = 64 bsl 20,
+    Bin = crypto:strong_rand_bytes(Size), % not UTF-8: the default path gives bytes
+    ok = py:bind(),
+    ok = py:exec(<<"big = b'y' * (64 << 20)\narr = bytearray(big)">>),
+    %% Each timed alone: the garbage of the one before (64 MiB binaries and
+    %% bytes objects) is freed first, outside the timing.
+    Ms = fun(F) -> fun() -> erlang:garbage_collect(), timer:sleep(5),
+                            T0 = erlang:monotonic_time(microsecond), F(),
+                            (erlang:monotonic_time(microsecond) - T0) / 1000 end end,
+    Cases = [{"binary:copy/1 (baseline: one copy)", fun() -> _ = binary:copy(Bin) end},
+             {"in:  py:call(len, [Bin]) default (copied)",
+              fun() -> {ok, Size} = py:call(builtins, len, [Bin]) end},
+             {"in:  py:call(len, [{buffer, Bin}])",
+              fun() -> {ok, Size} = py:call(builtins, len, [{buffer, Bin}]) end},
+             {"out: bytearray result (copied once)",
+              fun() -> {ok, B} = py:eval(<<"arr">>), Size = byte_size(B) end},
+             {"out: bytes result (shared)",
+              fun() -> {ok, B} = py:eval(<<"big">>), Size = byte_size(B) end},
+             {"round trip: copy.copy(Bin) (copied in, shared out)",
+              fun() -> {ok, B} = py:call(copy, copy, [Bin]), Size = byte_size(B) end},
+             {"round trip: bytearray(Bin) (copied in and out)",
+              fun() -> {ok, B} = py:call(builtins, bytearray, [Bin]), Size = byte_size(B) end},
+             {"round trip: {buffer, Bin} returned as it is",
+              fun() -> {ok, B} = py:eval(<<"b">>, #{b => {buffer, Bin}}), Size = byte_size(B) end}],
+    Funs = [Ms(F) || {_, F} <- Cases],
+    [F() || F <- Funs],
+    Rounds = [begin R = [F() || F <- Funs], erlang:garbage_collect(), R end
+              || _ <- lists:seq(1, ?ROUNDS)],
+    [Base | Rest] = [median([lists:nth(I, R) || R <- Rounds]) || I <- lists:seq(1, length(Funs))],
+    [{BaseName, _} | RestCases] = Cases,
+    row(BaseName, Base, none),
+    [row(Name, V, Base) || {{Name, _}, V} <- lists:zip(RestCases, Rest)],
+    ok = py:exec(<<"del big, arr">>),
+    ok = py:unbind(),
+    io:format("~n").
 
 %%--------------------------------------------------------------------
 %% callbacks

@@ -58,7 +58,8 @@ static ERL_NIF_TERM error_tuple(ErlNifEnv *env, const char *msg)
 
 /* Whether copying or converting t is probably too long for a normal
  * scheduler: more than *budget nodes or deeper than PYN_SUBMIT_DEPTH.
- * Lists and tuples are walked; a binary counts a node per 64 bytes; a map
+ * Lists and tuples are walked; a binary counts a node per 64 bytes (one
+ * passed as {buffer, Bin}: one node); a map
  * counts twice its size without being iterated (iterating costs as much as
  * the copy), so data hidden under small maps is not seen: the copy (or the
  * wait for a worker reading the request in place) is then timed and
@@ -75,6 +76,9 @@ static int too_big(ErlNifEnv *env, ERL_NIF_TERM t, long *budget, int *maps, int 
     if (--*budget < 0 || depth > PYN_SUBMIT_DEPTH)
         return 1;
     if (enif_get_tuple(env, t, &arity, &el)) {
+        /* {buffer, Bin}: shared with Python, not converted by the byte. */
+        if (arity == 2 && enif_is_identical(el[0], ATOMS.buffer) && enif_is_binary(env, el[1]))
+            return 0;
         for (int i = 0; i < arity; i++)
             if (too_big(env, el[i], budget, maps, depth + 1))
                 return 1;

@@ -55,8 +55,17 @@ static PyObject *buffer_bytes(PyObject *self, PyObject *unused)
     return PyBytes_FromStringAndSize((const char *)o->bin.data, (Py_ssize_t)o->bin.size);
 }
 
+/* Immutable: copy.copy and copy.deepcopy give it back itself. */
+static PyObject *buffer_self(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return Py_NewRef(self);
+}
+
 static PyMethodDef buffer_methods[] = {
     {"__bytes__", buffer_bytes, METH_NOARGS, "A copy as bytes."},
+    {"__copy__", buffer_self, METH_NOARGS, "The buffer itself (immutable)."},
+    {"__deepcopy__", buffer_self, METH_O, "The buffer itself (immutable)."},
     {NULL, NULL, 0, NULL},
 };
 

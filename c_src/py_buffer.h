@@ -25,7 +25,7 @@
 /* The size from which a bytes result is shared rather than copied: below
  * it a copy costs less than the resource and the deferred release
  * (docs/types.md gives the measurements). */
-#define PYB_SHARE_MIN ((Py_ssize_t)64 * 1024)
+#define PYB_SHARE_MIN ((Py_ssize_t)4096)
 
 /* From load/upgrade: the resource type.  0 ok.  No GIL. */
 int pyb_types_init(ErlNifEnv *env);

@@ -72,6 +72,32 @@ main(_) ->
     show("py:eval(<<\"erlang.erlang_sum(1, 2, 3)\">>)",
          py:eval(<<"erlang.erlang_sum(1, 2, 3)">>)),
 
+    section("A stream: each value as the generator yields it (py:stream_start)"),
+    {ok, SRef} = py:stream_start(itertools, accumulate, [[1, 2, 3, 4]]),
+    StreamLoop = fun Loop() ->
+                         receive
+                             {py_stream, SRef, {data, V}} ->
+                                 io:format("  {py_stream, Ref, {data, ~tp}}~n", [V]),
+                                 ok = py:stream_ack(SRef),
+                                 Loop();
+                             {py_stream, SRef, End} ->
+                                 io:format("  {py_stream, Ref, ~tp}~n", [End])
+                         after 5000 -> io:format("  (no message)~n")
+                         end
+                 end,
+    StreamLoop(),
+
+    section("A channel: Erlang data fed into running Python (py_channel)"),
+    {ok, Ch} = py_channel:new(#{type => bytes}),
+    spawn(fun() -> [py_channel:send(Ch, C) || C <- [<<"{\"items\": [1, ">>, <<"2, 3]}">>]],
+                   py_channel:close(Ch) end),
+    show("py:eval(<<\"__import__('json').load(body)\">>, #{body => Ch})",
+         py:eval(<<"__import__('json').load(body)">>, #{body => Ch})),
+
+    section("A large binary without a copy: {buffer, Bin}"),
+    Big = binary:copy(<<"0123456789abcdef">>, 4 bsl 20),
+    show("py:call(builtins, len, [{buffer, Big}])   % 64 MiB, not copied", py:call(builtins, len, [{buffer, Big}])),
+
     section("Pool statistics: py_pool:get_stats()"),
     io:format("  ~p~n", [py_pool:get_stats()]),
     ok = application:stop(erlang_python),

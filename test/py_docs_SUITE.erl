@@ -17,7 +17,7 @@
 -include_lib("stdlib/include/assert.hrl").
 
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1]).
--export([original_docs_run/1]).
+-export([original_docs_run/1, our_guides_run/1]).
 
 -define(FILES, ["README.md", "docs/getting-started.md", "docs/type-conversion.md",
                 "docs/streaming.md", "docs/threading.md", "docs/memory.md",
@@ -28,7 +28,13 @@ suite() ->
     [{timetrap, {minutes, 5}}].
 
 all() ->
-    [original_docs_run].
+    [original_docs_run, our_guides_run].
+
+%% Our own guides whose examples must run as written: every ```python
+%% block that starts with `# file: NAME.py' is written to a directory on
+%% every worker's sys.path, then every ```erlang block runs (statements in
+%% order, fresh bindings, in a fresh process; its matches are its checks).
+-define(OUR_GUIDES, ["docs/streaming.md", "docs/channels.md"]).
 
 init_per_suite(Config) ->
     Saved = py_test_lib:save_env([num_workers, python_path, max_concurrent]),
@@ -61,26 +67,53 @@ original_docs_run(Config) ->
     Keys = [{F, N} || {F, N, _} <- Blocks],
     ?assertEqual([], [K || {K, _} <- how_table(), not lists:member(K, Keys)]).
 
+our_guides_run(Config) ->
+    Root = filename:dirname(filename:dirname(filename:absname(?config(data_dir, Config)))),
+    Dir = filename:join(?config(priv_dir, Config), "guide_modules"),
+    ok = filelib:ensure_dir(filename:join(Dir, "x")),
+    Texts = [{F, read(filename:join(Root, F))} || F <- ?OUR_GUIDES],
+    Files = [write_module(Dir, B) || {_, T} <- Texts, B <- fenced("python", T),
+                                     string:prefix(B, "# file: ") =/= nomatch],
+    ct:pal("guide modules: ~p", [Files]),
+    ok = py_test_lib:exec_everywhere(4, <<"import sys\nif d not in sys.path: sys.path.insert(0, d)">>,
+                                     #{d => list_to_binary(Dir)}),
+    Blocks = [{F, N, B} || {F, T} <- Texts, {N, B} <- number(fenced("erlang", T))],
+    Outcomes = [{F, N, run_block_as(run, B)} || {F, N, B} <- Blocks],
+    [ct:pal("FAILED ~s #~p: ~p", [F, N, R]) || {F, N, {failed, R}} <- Outcomes],
+    ct:pal("our guides: ~p blocks, ~p ran", [length(Blocks), length([x || {_, _, ran} <- Outcomes])]),
+    ?assertEqual(8, length(Blocks)),
+    ?assertEqual([], [X || {_, _, {failed, _}} = X <- Outcomes]).
+
+write_module(Dir, Block) ->
+    [First | _] = string:split(Block, "\n"),
+    Name = string:trim(string:prefix(First, "# file: ")),
+    ok = file:write_file(filename:join(Dir, Name), Block),
+    Name.
+
+fenced(Lang, Text) ->
+    blocks(string:split(Text, "\n", all), none, [], "```" ++ Lang).
+
 run_block(File, N, Text) ->
     case how(File, N, Text) of
-        {skip, Why} ->
-            {skipped, Why};
-        How ->
-            Self = self(),
-            {Pid, MRef} = spawn_monitor(fun() -> Self ! {self(), catch_run(How, Text)} end),
-            receive
-                {Pid, Result} ->
-                    erlang:demonitor(MRef, [flush]),
-                    cleanup(),
-                    Result;
-                {'DOWN', MRef, process, Pid, Reason} ->
-                    cleanup(),
-                    {failed, {died, Reason}}
-            after 60000 ->
-                exit(Pid, kill),
-                cleanup(),
-                {failed, timeout}
-            end
+        {skip, Why} -> {skipped, Why};
+        How -> run_block_as(How, Text)
+    end.
+
+run_block_as(How, Text) ->
+    Self = self(),
+    {Pid, MRef} = spawn_monitor(fun() -> Self ! {self(), catch_run(How, Text)} end),
+    receive
+        {Pid, Result} ->
+            erlang:demonitor(MRef, [flush]),
+            cleanup(),
+            Result;
+        {'DOWN', MRef, process, Pid, Reason} ->
+            cleanup(),
+            {failed, {died, Reason}}
+    after 60000 ->
+        exit(Pid, kill),
+        cleanup(),
+        {failed, timeout}
     end.
 
 catch_run(How, Text) ->
@@ -223,18 +256,18 @@ number(L) -> lists:zip(lists:seq(1, length(L)), L).
 
 %% The bodies of ```erlang fences, in order.
 erlang_blocks(Text) ->
-    blocks(string:split(Text, "\n", all), none, []).
+    blocks(string:split(Text, "\n", all), none, [], "```erlang").
 
-blocks([], _, Acc) -> lists:reverse(Acc);
-blocks([L | Ls], none, Acc) ->
+blocks([], _, Acc, _Fence) -> lists:reverse(Acc);
+blocks([L | Ls], none, Acc, Fence) ->
     case string:trim(L) of
-        "```erlang" -> blocks(Ls, [], Acc);
-        _ -> blocks(Ls, none, Acc)
+        Fence -> blocks(Ls, [], Acc, Fence);
+        _ -> blocks(Ls, none, Acc, Fence)
     end;
-blocks([L | Ls], Cur, Acc) ->
+blocks([L | Ls], Cur, Acc, Fence) ->
     case string:trim(L) of
-        "```" -> blocks(Ls, none, [lists:flatten(lists:join("\n", lists:reverse(Cur))) | Acc]);
-        _ -> blocks(Ls, [L | Cur], Acc)
+        "```" -> blocks(Ls, none, [lists:flatten(lists:join("\n", lists:reverse(Cur))) | Acc], Fence);
+        _ -> blocks(Ls, [L | Cur], Acc, Fence)
     end.
 
 %% A shell transcript keeps only its `N> ' input lines (outputs are shown,
