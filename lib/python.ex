@@ -217,6 +217,119 @@ defmodule Python do
   def stream!(module, function, args \\ [], opts \\ []),
     do: unwrap!(stream(module, function, args, opts))
 
+  @typedoc "Options of `stream_start/4` and `lazy_stream/4`."
+  @type stream_option ::
+          {:kwargs, kwargs()}
+          | {:window, pos_integer() | :infinity}
+          | {:timeout, timeout()}
+          | {:value_timeout, timeout()}
+          | {:owner, pid()}
+          | {:context, Context.t()}
+
+  @doc """
+  Starts an incremental stream: `module.function(*args)` (a generator, an
+  async generator or any iterable) runs on a worker, and the owner (the
+  caller unless `owner:`) receives `{:py_stream, ref, {:data, value}}` for
+  each value as it is produced, then `{:py_stream, ref, :done}` or
+  `{:py_stream, ref, {:error, reason}}` (`reason` as the Erlang API gives
+  it). At most `window:` values (default 64) wait unacknowledged in the
+  owner's mailbox: call `stream_ack/2` for each value handled, or pass
+  `window: :infinity`. Other options: `kwargs:`, `timeout:` (the whole
+  stream), `value_timeout:` (one value), `context:`. `lazy_stream/4` wraps
+  all of it as an Elixir `Stream`. See docs/streaming.md.
+
+      {:ok, ref} = Python.stream_start(:builtins, :range, [2])
+      receive do {:py_stream, ^ref, {:data, 0}} -> Python.stream_ack(ref) end
+  """
+  @spec stream_start(name(), name(), list(), [stream_option()]) ::
+          {:ok, reference()} | {:error, Error.t()}
+  def stream_start(module, function, args \\ [], opts \\ []) do
+    result(:py.stream_start(module, function, args, stream_opts!(opts, "stream_start")))
+  end
+
+  @doc "Acknowledges `n` values of a stream (default 1): the generator may produce that many more."
+  @spec stream_ack(reference(), pos_integer()) :: :ok
+  def stream_ack(ref, n \\ 1), do: :py.stream_ack(ref, n)
+
+  @doc """
+  Stops a stream: nothing more arrives for `ref` once this returns, and the
+  generator is closed (its `finally` blocks run). `:ok` also for a stream
+  that ended.
+  """
+  @spec stream_cancel(reference()) :: :ok
+  def stream_cancel(ref), do: :py.stream_cancel(ref)
+
+  @doc """
+  A generator as a lazy Elixir `Stream`: the Python stream starts when the
+  `Stream` is enumerated, each value is acknowledged as it is taken, and
+  halting early (`Enum.take/2`, `Stream.take_while/2`) cancels it. A Python
+  error raises `Python.Error` in the enumerating process. Options as
+  `stream_start/4` (not `owner:`).
+
+      iex> Python.lazy_stream(:itertools, :count, [10]) |> Enum.take(3)
+      [10, 11, 12]
+  """
+  @spec lazy_stream(name(), name(), list(), [stream_option()]) :: Enumerable.t()
+  def lazy_stream(module, function, args \\ [], opts \\ []) do
+    if Keyword.has_key?(opts, :owner) do
+      raise ArgumentError, "Python.lazy_stream: owner: is the enumerating process"
+    end
+
+    erl_opts = stream_opts!(opts, "lazy_stream")
+
+    Stream.resource(
+      fn ->
+        case :py.stream_start(module, function, args, erl_opts) do
+          {:ok, ref} -> ref
+          {:error, reason} -> raise Error.from_reason(reason)
+        end
+      end,
+      fn ref ->
+        receive do
+          {:py_stream, ^ref, {:data, value}} ->
+            :ok = :py.stream_ack(ref)
+            {[value], ref}
+
+          {:py_stream, ^ref, :done} ->
+            {:halt, ref}
+
+          {:py_stream, ^ref, {:error, reason}} ->
+            raise Error.from_reason(reason)
+        end
+      end,
+      fn ref ->
+        :ok = :py.stream_cancel(ref)
+        flush_stream(ref)
+      end
+    )
+  end
+
+  defp flush_stream(ref) do
+    receive do
+      {:py_stream, ^ref, _} -> flush_stream(ref)
+    after
+      0 -> :ok
+    end
+  end
+
+  defp stream_opts!(opts, fun) do
+    opts = validate!(opts, [:kwargs, :window, :timeout, :value_timeout, :owner, :context], fun)
+
+    Enum.reduce(opts, %{}, fn
+      {:kwargs, _}, acc ->
+        Map.put(acc, :kwargs, kwargs!(opts))
+
+      {:context, %Context{ref: ref}}, acc ->
+        Map.put(acc, :ctx, ref)
+
+      {:context, other}, _ ->
+        raise ArgumentError, "context: must be a Python.Context, got: #{inspect(other)}"
+
+      {key, value}, acc ->
+        Map.put(acc, key, value)
+    end)
+  end
+
   @doc """
   The embedded Python's version string, as `sys.version`.
 
