@@ -126,10 +126,29 @@ int pyb_buffer_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out)
         PyErr_Clear();
         return 0;
     }
-    if (!s->buffer_type || !Py_IS_TYPE(o, (PyTypeObject *)s->buffer_type))
+    if (!s->buffer_type)
         return 0;
-    *out = enif_make_copy(env, ((BufferObject *)o)->term);
-    return 1;
+    if (Py_IS_TYPE(o, (PyTypeObject *)s->buffer_type)) {
+        *out = enif_make_copy(env, ((BufferObject *)o)->term);
+        return 1;
+    }
+    /* A contiguous byte view of a Buffer (memoryview(b)[i:j]): the same
+     * part of the same binary, a sub-binary, still not copied. */
+    if (PyMemoryView_Check(o)) {
+        Py_buffer *v = PyMemoryView_GET_BUFFER(o);
+        BufferObject *b = (BufferObject *)v->obj;
+        if (b && Py_IS_TYPE(v->obj, (PyTypeObject *)s->buffer_type) && v->itemsize == 1 &&
+            PyBuffer_IsContiguous(v, 'C')) {
+            const unsigned char *start = v->buf;
+            if (start >= b->bin.data && v->len >= 0 &&
+                (size_t)(start - b->bin.data) + (size_t)v->len <= b->bin.size) {
+                *out = enif_make_sub_binary(env, enif_make_copy(env, b->term),
+                                            (size_t)(start - b->bin.data), (size_t)v->len);
+                return 1;
+            }
+        }
+    }
+    return 0;
 }
 
 /* ---- shared bytes ------------------------------------------------------------ */

@@ -31,7 +31,8 @@
 int pyb_types_init(ErlNifEnv *env);
 /* An erlang.Buffer over binary t (new reference), or NULL with an error. */
 PyObject *pyb_buffer_new(ErlNifEnv *env, ERL_NIF_TERM t);
-/* o as a term if it is an erlang.Buffer (1, *out the same binary), 0 if
+/* o as a term if it is an erlang.Buffer (1, *out the same binary) or a
+ * contiguous byte memoryview of one (1, *out a sub-binary of it), 0 if
  * it is not. */
 int pyb_buffer_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out);
 /* *out: a binary sharing the memory of bytes object o (exact bytes).

@@ -314,6 +314,13 @@ void pyc_set_hooks(const pyc_hooks_t *h)
     hooks = h;
 }
 
+int pyc_special_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out)
+{
+    if (pyb_buffer_term(env, o, out))
+        return 1;
+    return hooks && hooks->obj_to_term ? hooks->obj_to_term(env, o, out) : 0;
+}
+
 PyObject *pyc_hook_type(const char *name)
 {
     if (hooks && hooks->type)
@@ -707,9 +714,7 @@ static int fallback_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out, int dep
     PyObject *r;
     int rc;
 
-    if (pyb_buffer_term(env, o, out))
-        return 0;
-    if (hooks && hooks->obj_to_term && (rc = hooks->obj_to_term(env, o, out)) != 0)
+    if ((rc = pyc_special_term(env, o, out)) != 0)
         return rc < 0 ? -1 : 0;
     if (!PyModule_Check(o) && PyObject_HasAttrString(o, "tolist")) { /* numpy */
         if (!(r = PyObject_CallMethod(o, "tolist", NULL)))

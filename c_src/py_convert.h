@@ -64,6 +64,10 @@ typedef struct {
     PyObject *(*type)(const char *name);
 } pyc_hooks_t;
 void pyc_set_hooks(const pyc_hooks_t *hooks);
+/* An object that conversion gives a term of its own (erlang.Buffer and
+ * its views, a channel): 1 with *out, 0 if o is none of them, -1 with an
+ * exception. */
+int pyc_special_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out);
 /* hooks->type(name), or NULL with AttributeError. */
 PyObject *pyc_hook_type(const char *name);
 /* A UTF-8 binary term of a str (surrogates passed through). */

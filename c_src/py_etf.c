@@ -306,8 +306,13 @@ static int pid(buf_t *b, const ErlNifPid *p)
 static int fallback(buf_t *b, PyObject *o, int depth)
 {
     PyObject *r;
+    ERL_NIF_TERM t;
     int rc;
 
+    /* A buffer (shared binary) or a channel: the result is converted
+     * directly instead (1), which keeps them what they are. */
+    if ((rc = pyc_special_term(b->env, o, &t)) != 0)
+        return rc;
     if (PyObject_HasAttrString(o, "tolist")) {
         if (!(r = PyObject_CallMethod(o, "tolist", NULL)))
             return -1;

@@ -11,6 +11,7 @@
          owner_exit_while_waiting/1, sender_killed_while_waiting/1,
          caller_timeout_while_waiting/1, consumer_raises/1,
          buffer_in/1, buffer_read_only/1, buffer_round_trip/1, buffer_numpy/1,
+         buffer_views_and_large_results/1,
          bytes_out_shared/1, bytes_out_small_copied/1, mutable_copied/1,
          bytes_out_in_messages/1]).
 
@@ -26,6 +27,7 @@ all() ->
      owner_exit_while_waiting, sender_killed_while_waiting,
      caller_timeout_while_waiting, consumer_raises,
      buffer_in, buffer_read_only, buffer_round_trip, buffer_numpy,
+     buffer_views_and_large_results,
      bytes_out_shared, bytes_out_small_copied, mutable_copied, bytes_out_in_messages].
 
 init_per_suite(Config) ->
@@ -318,6 +320,21 @@ buffer_numpy(_Config) ->
         {ok, false} ->
             {comment, "numpy is not installed for this Python"}
     end.
+
+%% A byte view of a buffer comes back as that part of the binary; buffers
+%% and channels inside a result with large dicts (which the worker encodes
+%% in the external format) come back as themselves.
+buffer_views_and_large_results(_Config) ->
+    Bin = binary:copy(<<"0123456789">>, 10000),
+    ?assertEqual({ok, <<"2345">>}, py:eval(<<"memoryview(b)[2:6]">>, #{b => {buffer, Bin}})),
+    {ok, Whole} = py:eval(<<"memoryview(b)">>, #{b => {buffer, Bin}}),
+    ?assertEqual(Bin, Whole),
+    %% a strided view is not one piece of the binary: a list, as before
+    ?assertEqual({ok, [$0, $2, $4]}, py:eval(<<"memoryview(b)[0:6:2]">>, #{b => {buffer, Bin}})),
+    {ok, Ch} = py_channel:new(),
+    {ok, M} = py:eval(<<"{str(i): (b, ch) for i in range(40)}">>, #{b => {buffer, Bin}, ch => Ch}),
+    ?assertEqual(40, map_size(M)),
+    ?assertEqual({Bin, Ch}, maps:get(<<"7">>, M)).
 
 %% A large bytes result is shared: Python's object has one more reference
 %% while Erlang holds the binary, and loses it once Erlang drops it (at
