@@ -24,7 +24,7 @@
 -export([new/0, new/1, send/2, close/1, info/1]).
 
 -type channel() :: reference().
--type opts() :: #{max_size => pos_integer() | infinity, type => term | bytes}.
+-type opts() :: #{max_size => pos_integer() | infinity, type => term | bytes, owner => pid()}.
 -type info() :: #{size := non_neg_integer(), bytes := non_neg_integer(),
                   max_size := pos_integer() | infinity, closed := boolean(),
                   type := term | bytes, sent := non_neg_integer(),
@@ -39,18 +39,21 @@ new() ->
 %% @doc A new channel.  Options: `max_size' (the most messages queued, for a
 %% byte channel the most bytes; `send/2' answers `{error, full}' beyond it;
 %% default `infinity') and `type' (`term', the default, or `bytes': a
-%% channel of binaries read in Python as a file).  The caller owns it: the
-%% channel ends when the caller exits.
+%% channel of binaries read in Python as a file) and `owner' (the local
+%% process whose exit ends the channel with an error; default the caller).
 -spec new(opts()) -> {ok, channel()} | {error, {badarg, atom()}}.
 new(Opts) when is_map(Opts) ->
     Max = maps:get(max_size, Opts, infinity),
     Type = maps:get(type, Opts, term),
+    Owner = maps:get(owner, Opts, self()),
     if not (Max =:= infinity orelse (is_integer(Max) andalso Max > 0)) ->
            {error, {badarg, max_size}};
        Type =/= term andalso Type =/= bytes ->
            {error, {badarg, type}};
+       not is_pid(Owner) orelse node(Owner) =/= node() ->
+           {error, {badarg, owner}};
        true ->
-           {ok, py_nif:channel_new(self(), case Max of infinity -> 0; _ -> Max end, Type)}
+           {ok, py_nif:channel_new(Owner, case Max of infinity -> 0; _ -> Max end, Type)}
     end;
 new(_) ->
     {error, {badarg, opts}}.

@@ -8,7 +8,7 @@
          closed_channel/1, bounded/1, info/1, channel_object/1, bad_arguments/1,
          async_iteration/1, async_waits_for_data/1, async_two_readers/1, async_timeout/1,
          bytes_json/1, bytes_csv/1, bytes_lines_and_reads/1,
-         owner_exit_while_waiting/1, sender_killed_while_waiting/1,
+         owner_exit_while_waiting/1, owner_option/1, sender_killed_while_waiting/1,
          caller_timeout_while_waiting/1, consumer_raises/1,
          buffer_in/1, buffer_read_only/1, buffer_round_trip/1, buffer_numpy/1,
          buffer_views_and_large_results/1,
@@ -24,7 +24,7 @@ all() ->
      closed_channel, bounded, info, channel_object, bad_arguments,
      async_iteration, async_waits_for_data, async_two_readers, async_timeout,
      bytes_json, bytes_csv, bytes_lines_and_reads,
-     owner_exit_while_waiting, sender_killed_while_waiting,
+     owner_exit_while_waiting, owner_option, sender_killed_while_waiting,
      caller_timeout_while_waiting, consumer_raises,
      buffer_in, buffer_read_only, buffer_round_trip, buffer_numpy,
      buffer_views_and_large_results,
@@ -155,6 +155,7 @@ bad_arguments(_Config) ->
     ?assertEqual({error, {badarg, max_size}}, py_channel:new(#{max_size => 0})),
     ?assertEqual({error, {badarg, type}}, py_channel:new(#{type => text})),
     ?assertEqual({error, {badarg, opts}}, py_channel:new([])),
+    ?assertEqual({error, {badarg, owner}}, py_channel:new(#{owner => nobody})),
     {ok, B} = py_channel:new(#{type => bytes}),
     ?assertEqual({error, {badarg, data}}, py_channel:send(B, "a list")),
     ?assertError(badarg, py_channel:send(make_ref(), 1)),
@@ -236,6 +237,16 @@ owner_exit_while_waiting(_Config) ->
     end,
     ?assertEqual({error, closed}, py_channel:send(Ch, 1)),
     ok = py_test_lib:wait_pool_idle(?WORKERS, 5000).
+
+%% The owner option: the channel ends with that process, not the caller.
+owner_option(_Config) ->
+    Owner = spawn(fun() -> receive stop -> ok end end),
+    {ok, Ch} = py_channel:new(#{owner => Owner}),
+    ok = py_channel:send(Ch, 1),
+    Owner ! stop,
+    ok = py_test_lib:wait_until(fun() -> {maps:get(closed, py_channel:info(Ch)), x} end,
+                                5000, not_closed),
+    ?assertEqual({ok, {true, true}}, py:eval(<<"(ch.try_receive() == 1, ch.aborted)">>, #{ch => Ch})).
 
 %% A sender (not the owner) killed while Python waits changes nothing:
 %% Python keeps waiting and gets what others send, then the close.

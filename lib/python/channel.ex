@@ -24,11 +24,12 @@ defmodule Python.Channel do
   @type t :: reference()
 
   @doc """
-  A new channel owned by the caller. Options: `max_size:` (the most
-  messages queued, for a byte channel the most bytes; default `:infinity`)
-  and `type:` (`:term`, the default, or `:bytes`).
+  A new channel. Options: `max_size:` (the most messages queued, for a
+  byte channel the most bytes; default `:infinity`), `type:` (`:term`, the
+  default, or `:bytes`) and `owner:` (the process whose exit ends the
+  channel with an error; default the caller).
   """
-  @spec new(max_size: pos_integer() | :infinity, type: :term | :bytes) :: {:ok, t()}
+  @spec new(max_size: pos_integer() | :infinity, type: :term | :bytes, owner: pid()) :: {:ok, t()}
   def new(opts \\ []) do
     unless Keyword.keyword?(opts) do
       raise ArgumentError,
