@@ -314,13 +314,20 @@ buffer_read_only(_Config) ->
 buffer_round_trip(_Config) ->
     Bin = binary:copy(<<7>>, 64 * ?MIB),
     erlang:garbage_collect(),
-    Before = erlang:memory(binary),
+    Before = binary_memory(),
     {ok, Back} = py:eval(<<"b">>, #{b => {buffer, Bin}}),
-    After = erlang:memory(binary),
+    After = binary_memory(),
     ?assertEqual(Bin, Back),
-    ?assert(After - Before < ?MIB),
+    ?assert(After - Before < 8 * ?MIB),
     {ok, [Back2]} = py:eval(<<"[b]">>, #{b => {buffer, Back}}),
     ?assertEqual(byte_size(Bin), byte_size(Back2)).
+
+%% The node's binary memory, or (allocator statistics off, as under
+%% valgrind's +Mea min) the OS RSS: a 64 MiB copy shows in either.
+binary_memory() ->
+    try erlang:memory(binary)
+    catch error:notsup -> py_test_lib:rss()
+    end.
 
 buffer_numpy(_Config) ->
     case py:eval(<<"__import__('importlib.util').util.find_spec('numpy') is not None">>) of
@@ -380,8 +387,12 @@ bytes_out_small_copied(_Config) ->
     {ok, Ctx} = py:bind(new),
     {ok, R0} = py:ctx_call(Ctx, ?H, keep_bytes, [small, 1000]),
     {ok, Y} = py:ctx_call(Ctx, ?H, kept, [small]),
+    %% While Y is held: the count comes back to R0 (polled: the worker may
+    %% hold the call's result a moment after its reply).
+    ?assertEqual({ok, R0}, py_test_lib:wait_until(
+                             fun() -> py:ctx_call(Ctx, ?H, kept_refcount, [small]) end,
+                             fun(R) -> R =:= {ok, R0} end)),
     ?assertEqual(1000, byte_size(Y)),
-    ?assertEqual({ok, R0}, py:ctx_call(Ctx, ?H, kept_refcount, [small])),
     ok = py:unbind(Ctx).
 
 %% A bytearray is copied once: changing it in Python afterwards does not
