@@ -241,7 +241,7 @@ stream_first_value() ->
     Firsts = [First() || _ <- lists:seq(1, 5)],
     Wholes = [Whole() || _ <- lists:seq(1, 3)],
     ok = py:unbind(Ctx),
-    row("py:stream_start: first {data, _} message (median of 5)", median(Firsts), none),
+    row("py:stream_start: first value (median of 5 starts)", median(Firsts), none),
     row("  of which the generator's own delay", 100, none),
     row("list(every(0.1, 5)) in one call (median of 3)", median(Wholes), none),
     io:format("~n").
