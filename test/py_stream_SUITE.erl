@@ -75,7 +75,7 @@ queued(Ref) ->
 
 %% Waits until the mailbox holds N messages of Ref and no more arrive.
 settle_at(Ref, N) ->
-    ok = py_test_lib:wait_until(fun() -> {queued(Ref) =:= N, queued(Ref)} end, 5000,
+    ok = py_test_lib:wait_until(fun() -> {queued(Ref) =:= N, queued(Ref)} end, 15000,
                                 {queued_not, N}),
     timer:sleep(100),
     ?assertEqual(N, queued(Ref)).
