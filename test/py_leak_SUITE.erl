@@ -81,6 +81,7 @@ wait_pool_idle(BoundMs) ->
 measure() ->
     [erlang:garbage_collect(P) || P <- processes()],
     {ok, _} = py:call(?H, census, []),
+    {ok, _} = py:call(?H, malloc_trim, []),
     timer:sleep(200),
     [erlang:garbage_collect(P) || P <- processes()],
     {erlang:memory(total), rss()}.

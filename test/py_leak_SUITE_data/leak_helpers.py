@@ -62,7 +62,7 @@ def squares(n):
         yield i * i
 
 
-def _malloc_trim():
+def malloc_trim():
     # glibc keeps freed memory resident: up to its trim threshold at the
     # top of each heap, which a large free earlier in the run (another
     # suite's 64 MiB binary) raises to as much as 64 MiB.  Giving it back
@@ -77,6 +77,5 @@ def _malloc_trim():
 def census():
     """(tracked objects, allocated blocks) after a full collection."""
     gc.collect()
-    _malloc_trim()
     n = len(gc.get_objects())
     return [n, sys.getallocatedblocks()]
