@@ -135,6 +135,15 @@ int pyb_buffer_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out)
     /* A contiguous byte view of a Buffer (memoryview(b)[i:j]): the same
      * part of the same binary, a sub-binary, still not copied. */
     if (PyMemoryView_Check(o)) {
+        /* A released view keeps a stale pointer to what it viewed: asking
+         * for its buffer fails then, and the view goes the general way
+         * (an error).  Held, the export keeps the Buffer alive. */
+        Py_buffer held;
+        if (PyObject_GetBuffer(o, &held, PyBUF_FULL_RO) < 0) {
+            PyErr_Clear();
+            return 0;
+        }
+        int done = 0;
         Py_buffer *v = PyMemoryView_GET_BUFFER(o);
         BufferObject *b = (BufferObject *)v->obj;
         if (b && Py_IS_TYPE(v->obj, (PyTypeObject *)s->buffer_type) && v->itemsize == 1 &&
@@ -144,9 +153,11 @@ int pyb_buffer_term(ErlNifEnv *env, PyObject *o, ERL_NIF_TERM *out)
                 (size_t)(start - b->bin.data) + (size_t)v->len <= b->bin.size) {
                 *out = enif_make_sub_binary(env, enif_make_copy(env, b->term),
                                             (size_t)(start - b->bin.data), (size_t)v->len);
-                return 1;
+                done = 1;
             }
         }
+        PyBuffer_Release(&held);
+        return done;
     }
     return 0;
 }

@@ -12,6 +12,7 @@
  * priv/python/_erlang_python_channel.py. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <math.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <time.h>
@@ -300,6 +301,8 @@ static int64_t mono_ms(void)
 
 enum { GOT, CLOSED, TIMED_OUT, CANCELLED };
 
+#define PYCH_FOREVER_S (1000.0 * 365 * 86400)
+
 /* Lock held, GIL released: waits for an item until deadline (-1: none). */
 static int wait_item(pych_t *c, int64_t deadline, pych_item_t **out)
 {
@@ -347,7 +350,13 @@ static PyObject *channel_receive(PyObject *self, PyObject *args, PyObject *kw)
         double t = PyFloat_AsDouble(timeout);
         if (t == -1.0 && PyErr_Occurred())
             return NULL;
-        deadline = mono_ms() + (t > 0 ? (int64_t)(t * 1000.0) : 0);
+        if (isnan(t)) {
+            PyErr_SetString(PyExc_ValueError, "timeout must be a number of seconds, not NaN");
+            return NULL;
+        }
+        /* Past a thousand years (or inf) it is no deadline. */
+        if (t < PYCH_FOREVER_S)
+            deadline = mono_ms() + (t > 0 ? (int64_t)(t * 1000.0) : 0);
     }
     pthread_mutex_lock(&c->lock);
     if ((it = pop_locked(c))) {
@@ -588,8 +597,16 @@ static PyTypeObject *channel_pytype(PyObject **byte_class)
             Py_DECREF(tp);
             return NULL;
         }
-        s->channel_type = tp;
-        s->byte_channel = bc;
+        if (s->channel_type) {
+            /* The import let another thread of this interpreter run and
+             * install the type first: keep that one, so every channel
+             * object of the interpreter has the one type. */
+            Py_DECREF(bc);
+            Py_DECREF(tp);
+        } else {
+            s->channel_type = tp;
+            s->byte_channel = bc;
+        }
     }
     *byte_class = s->byte_channel;
     return (PyTypeObject *)s->channel_type;

@@ -616,8 +616,12 @@ static PyObject *do_stream_start(pyx_state_t *st, ErlNifEnv *env, const ERL_NIF_
     if (!s->stream_run) {
         PyObject *mod = PyImport_ImportModule("_erlang_python");
         if (mod) {
-            s->stream_run = PyObject_GetAttrString(mod, "run_stream");
+            PyObject *run = PyObject_GetAttrString(mod, "run_stream");
             Py_DECREF(mod);
+            if (s->stream_run)  /* set by another thread while importing */
+                Py_XDECREF(run);
+            else
+                s->stream_run = run;
         }
     }
     if (s->stream_run && (it = do_call(st, env, el))) {

@@ -212,21 +212,52 @@ static int wait_credit(pys_sink_t *s, int *cancelled)
             break;
         }
     }
-    if (s->waiting) {
+    /* Woken by the stop, it stays "waiting" for stream_info: the
+     * generator closes itself now, and must not be interrupted there. */
+    if (s->waiting && !s->stopped) {
         s->waiting = 0;
         s->progress_ms = now_ms();
     }
     return !s->stopped && !*cancelled;
 }
 
-/* send(value) -> True once it is in the owner's mailbox, False when the
- * stream was stopped (cancelled, timed out, owner gone): then stop. */
+/* ready() -> True when the owner has room for one more value (waiting,
+ * GIL released, until it has), False once the stream was stopped.  Called
+ * before the generator is advanced, so that it never runs ahead of the
+ * window. */
+static PyObject *sinkobj_ready(PyObject *self, PyObject *unused)
+{
+    pys_sink_t *s = ((SinkObject *)self)->s;
+    int ok, cancelled = 0;
+    (void)unused;
+
+    pthread_mutex_lock(&s->lock);
+    if (!s->stopped && s->sent - s->acked >= s->window) {
+        pthread_mutex_unlock(&s->lock);
+        Py_BEGIN_ALLOW_THREADS
+        pthread_mutex_lock(&s->lock);
+        ok = wait_credit(s, &cancelled);
+        pthread_mutex_unlock(&s->lock);
+        Py_END_ALLOW_THREADS
+    } else {
+        ok = !s->stopped;
+        pthread_mutex_unlock(&s->lock);
+    }
+    if (cancelled)
+        return pym_raise_gave_up();
+    return PyBool_FromLong(ok);
+}
+
+/* send(value) -> True once it is in the owner's mailbox with room left
+ * for another, None once it is in with the window now full (call ready()
+ * before the generator is advanced), False when the stream was stopped
+ * (cancelled, timed out, owner gone): then stop. */
 static PyObject *sinkobj_send(PyObject *self, PyObject *value)
 {
     pys_sink_t *s = ((SinkObject *)self)->s;
     ErlNifEnv *m = enif_alloc_env();
     ERL_NIF_TERM t, msg;
-    int ok = 0, cancelled = 0;
+    int ok = 0, cancelled = 0, full = 0;
 
     if (pyc_to_term(m, value, &t) < 0) {
         enif_free_env(m);
@@ -244,6 +275,7 @@ static PyObject *sinkobj_send(PyObject *self, PyObject *value)
             s->sent++;
             s->progress_ms = now_ms();
             enif_send(NULL, &s->owner, m, msg);
+            full = s->sent - s->acked >= s->window;
         }
         pthread_mutex_unlock(&s->lock);
         Py_END_ALLOW_THREADS
@@ -252,35 +284,65 @@ static PyObject *sinkobj_send(PyObject *self, PyObject *value)
             s->sent++;
             s->progress_ms = now_ms();
             enif_send(NULL, &s->owner, m, msg);
+            full = s->sent - s->acked >= s->window;
         }
         pthread_mutex_unlock(&s->lock);
     }
     enif_free_env(m);
     if (cancelled)
         return pym_raise_gave_up();
+    if (ok && full)
+        Py_RETURN_NONE;
     return PyBool_FromLong(ok);
+}
+
+static int sink_stopped(pys_sink_t *s)
+{
+    int stopped;
+    pthread_mutex_lock(&s->lock);
+    stopped = s->stopped;
+    pthread_mutex_unlock(&s->lock);
+    return stopped;
 }
 
 static PyObject *sinkobj_stopped(PyObject *self, void *closure)
 {
-    pys_sink_t *s = ((SinkObject *)self)->s;
-    int stopped;
     (void)closure;
-    pthread_mutex_lock(&s->lock);
-    stopped = s->stopped;
-    pthread_mutex_unlock(&s->lock);
-    return PyBool_FromLong(stopped);
+    return PyBool_FromLong(sink_stopped(((SinkObject *)self)->s));
+}
+
+/* halted: stopped, or the job cancelled (the stream's process gave up):
+ * what an event loop driving an async generator checks now and then. */
+static PyObject *sinkobj_halted(PyObject *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(sink_stopped(((SinkObject *)self)->s) || pym_job_cancelled());
+}
+
+/* check(): raises erlang.Interrupted when the stream's job was given up. */
+static PyObject *sinkobj_check(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    if (pym_job_cancelled())
+        return pym_raise_gave_up();
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef sinkobj_methods[] = {
+    {"check", sinkobj_check, METH_NOARGS,
+     "check(): raise erlang.Interrupted if the stream's job was given up."},
+    {"ready", sinkobj_ready, METH_NOARGS,
+     "ready(): wait until the owner has room for a value; False once the stream is stopped."},
     {"send", sinkobj_send, METH_O,
      "send(value): deliver one value to the stream's owner, waiting for credit; "
-     "False once the stream is stopped."},
+     "True: room for more, None: the window is full, False: the stream is stopped."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef sinkobj_getset[] = {
     {"stopped", sinkobj_stopped, NULL, "Whether the stream was cancelled or ended.", NULL},
+    {"halted", sinkobj_halted, NULL, "Stopped, or the stream's job cancelled.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -121,14 +121,28 @@ cancel(Ref) ->
 %% @private
 -spec run(pid(), reference(), py_nif:where(), tuple(),
           {py:timeout_ms(), py:timeout_ms()}, pid()) -> ok.
-run(Owner, Sink, Where0, Req, {Timeout, ValueTimeout}, _Starter) ->
-    receive {go, Sink} -> ok end,
-    OwnerMon = monitor(process, Owner),
-    JobRef = make_ref(),
-    Deadline = deadline(Timeout),
-    {Where, Held} = hold_worker(Where0),
-    try run(Sink, Where, Req, JobRef, OwnerMon, Deadline, ValueTimeout)
-    after release_worker(Held)
+run(Owner, Sink, Where0, Req, {Timeout, ValueTimeout}, Starter) ->
+    StarterMon = monitor(process, Starter),
+    receive
+        {go, Sink} ->
+            demonitor(StarterMon, [flush]),
+            OwnerMon = monitor(process, Owner),
+            JobRef = make_ref(),
+            Deadline = deadline(Timeout),
+            {Where, Held} = hold_worker(Where0),
+            try run(Sink, Where, Req, JobRef, OwnerMon, Deadline, ValueTimeout)
+            catch Class:Reason:Stack ->
+                %% A fault of this process: the owner hears of it (its stream
+                %% ends), the generator stops at its next value.
+                _ = py_nif:stream_end(Sink, {error, {stream_failed, {Class, Reason}}}),
+                erlang:raise(Class, Reason, Stack)
+            after release_worker(Held)
+            end;
+        {'DOWN', StarterMon, process, _, _} ->
+            %% Killed between spawning this process and handing it the
+            %% stream: nobody was given the reference.
+            _ = py_nif:stream_stop(Sink),
+            ok
     end.
 
 %% A stream of an unbound caller holds a worker of its own for its whole
@@ -223,14 +237,23 @@ stop_job(#{job := Job, ref := Ref, serving := Serving, sink := Sink}) ->
         Pid -> exit(Pid, kill)
     end,
     _ = case py_nif:stream_info(Sink) of
-            {true, _, _, _} ->
-                receive {Ref, _} -> ok
-                after ?CLOSE_WAIT -> py_nif:cancel(Job)
-                end;
-            _ ->
-                py_nif:cancel(Job)
+            {true, _, _, _} -> close_wait(Ref, Job, deadline(?CLOSE_WAIT));
+            _ -> py_nif:cancel(Job)
         end,
     ok.
+
+%% The generator's finally blocks may call back (erlang.call): those are
+%% served while it closes.
+close_wait(Ref, Job, Deadline) ->
+    receive
+        {Ref, {'$py_cb', ReplyTo, Name, Args}} ->
+            _ = spawn(py_callback, serve, [ReplyTo, element(1, ReplyTo), Name, Args]),
+            close_wait(Ref, Job, Deadline);
+        {Ref, _} ->
+            ok
+    after remaining(Deadline) ->
+        py_nif:cancel(Job)
+    end.
 
 finish(Sink, ok) ->
     _ = py_nif:stream_end(Sink, done),

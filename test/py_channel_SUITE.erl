@@ -92,7 +92,13 @@ receive_timeout(_Config) ->
     {ok, Ch} = py_channel:new(),
     ?assertMatch({error, {'TimeoutError', _}}, py:call(?H, wait_one, [Ch, 0.1])),
     feed(Ch, [late], 100, false),
-    ?assertEqual({ok, <<"late">>}, py:call(?H, wait_one, [Ch, 5.0])).
+    ?assertEqual({ok, <<"late">>}, py:call(?H, wait_one, [Ch, 5.0])),
+    %% A timeout too large for milliseconds (or inf) is no deadline; NaN is
+    %% refused.
+    feed(Ch, [later, latest], 100, false),
+    ?assertEqual({ok, <<"later">>}, py:call(?H, wait_one, [Ch, 1.0e300])),
+    ?assertEqual({ok, <<"latest">>}, py:eval(<<"ch.receive(float('inf'))">>, #{ch => Ch})),
+    ?assertMatch({error, {'ValueError', _}}, py:eval(<<"ch.receive(float('nan'))">>, #{ch => Ch})).
 
 try_receive(_Config) ->
     {ok, Ch} = py_channel:new(),
@@ -349,6 +355,10 @@ buffer_views_and_large_results(_Config) ->
     ?assertEqual(Bin, Whole),
     %% a strided view is not one piece of the binary: a list, as before
     ?assertEqual({ok, [$0, $2, $4]}, py:eval(<<"memoryview(b)[0:6:2]">>, #{b => {buffer, Bin}})),
+    %% A released view no longer points at the binary: an error, as for
+    %% any released memoryview (the Buffer it viewed may be gone).
+    ?assertMatch({error, {'ValueError', <<"operation forbidden on released", _/binary>>}},
+                 py:call(?H, released_view, [{buffer, Bin}])),
     {ok, Ch} = py_channel:new(),
     {ok, M} = py:eval(<<"{str(i): (b, ch) for i in range(40)}">>, #{b => {buffer, Bin}, ch => Ch}),
     ?assertEqual(40, map_size(M)),

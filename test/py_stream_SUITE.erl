@@ -10,6 +10,8 @@
          errors/1, bad_arguments/1,
          window_bounds_mailbox/1, window_option/1, window_infinity/1, ack_many/1,
          cancel_while_waiting/1, cancel_while_running/1, cancel_async/1,
+         never_ahead_of_window/1, cancel_async_awaiting/1, value_timeout_async/1,
+         finally_calls_back/1,
          cancel_after_end/1, owner_death_cancels/1, owner_option/1,
          whole_timeout/1, value_timeout/1, value_timeout_excludes_credit/1,
          in_context/1, in_bound_process/1, callbacks/1, counts_in_stats/1]).
@@ -22,6 +24,8 @@ all() ->
      errors, bad_arguments,
      window_bounds_mailbox, window_option, window_infinity, ack_many,
      cancel_while_waiting, cancel_while_running, cancel_async,
+     never_ahead_of_window, cancel_async_awaiting, value_timeout_async,
+     finally_calls_back,
      cancel_after_end, owner_death_cancels, owner_option,
      whole_timeout, value_timeout, value_timeout_excludes_credit,
      in_context, in_bound_process, callbacks, counts_in_stats].
@@ -229,6 +233,58 @@ cancel_async(_Config) ->
     ok = py:stream_cancel(Ref),
     closed(<<"async">>),
     ok = py_test_lib:wait_pool_idle(?WORKERS, 5000).
+
+%% The generator is advanced only when the owner has room: with a window
+%% of 3 and nothing acknowledged, 3 values were produced, not 4.
+never_ahead_of_window(_Config) ->
+    {ok, Ref} = py:stream_start(?H, announced, [self()], #{window => 3}),
+    settle_at(Ref, 3),
+    ?assertEqual(3, producing()),
+    ok = py:stream_ack(Ref),
+    settle_at(Ref, 4),
+    ?assertEqual(4, producing()),
+    ok = py:stream_cancel(Ref),
+    ok = py_test_lib:wait_pool_idle(?WORKERS, 5000).
+
+producing() ->
+    {messages, Ms} = process_info(self(), messages),
+    length([M || {<<"producing">>, _} = M <- Ms]).
+
+%% An async generator that awaits (no Python code runs, the loop sleeps
+%% in its selector) is still stopped at once: cancelled at its await, its
+%% finally block runs, the worker is free and not replaced.
+cancel_async_awaiting(_Config) ->
+    Ids = py_test_lib:worker_ids(),
+    {ok, Ref} = py:stream_start(?H, await_forever, [self()]),
+    ?assertEqual(<<"first">>, next_value(Ref)),
+    ok = py:stream_ack(Ref),
+    timer:sleep(50),
+    ok = py:stream_cancel(Ref),
+    closed(<<"awaiting">>),
+    ok = py_test_lib:wait_pool_idle(?WORKERS, 5000),
+    ?assertEqual(Ids, py_test_lib:worker_ids()),
+    py_test_lib:assert_no_stray(100).
+
+value_timeout_async(_Config) ->
+    Ids = py_test_lib:worker_ids(),
+    {ok, Ref} = py:stream_start(?H, await_forever, [self()], #{value_timeout => 300}),
+    ?assertEqual({error, timeout, [<<"first">>]}, collect(Ref)),
+    closed(<<"awaiting">>),
+    ok = py_test_lib:wait_pool_idle(?WORKERS, 5000),
+    ?assertEqual(Ids, py_test_lib:worker_ids()).
+
+%% A generator's finally block that calls back while it closes is served.
+finally_calls_back(_Config) ->
+    ok = py:register_function(stream_double, fun([X]) -> 2 * X end),
+    try
+        {ok, Ref} = py:stream_start(?H, calls_back_when_closed, [self()], #{window => 2}),
+        settle_at(Ref, 2),
+        ok = py:stream_cancel(Ref),
+        closed(42),
+        ok = py_test_lib:wait_pool_idle(?WORKERS, 5000)
+    after
+        py:unregister_function(stream_double)
+    end.
 
 %% Cancelling an ended stream is fine, and changes nothing.
 cancel_after_end(_Config) ->

@@ -123,37 +123,104 @@ def start_coroutine(obj, reply, stream):
 def run_stream(obj, sink):
     """Sends each value of obj (an iterable, a generator, an async generator
     or async iterable) through sink as it is produced, on this worker.
-    sink.send waits while the owner has a full window of unacknowledged
-    values, and returns False once the stream was stopped (cancelled, timed
-    out, owner gone): the generator is then closed, so its finally blocks
-    run.  An async generator is driven on a private event loop, one value
-    at a time."""
+    sink.send says when the owner's window of unacknowledged values is full:
+    sink.ready() then waits for credit before the generator is advanced (it
+    never runs ahead of the window).  Both return False once the stream was
+    stopped (cancelled, timed out, owner gone): the generator is then
+    closed, so its finally blocks run.  An async generator is driven on a
+    private event loop, one value at a time."""
     if not hasattr(obj, "__iter__") and hasattr(obj, "__aiter__"):
         return _run_async_stream(obj, sink)
     it = iter(obj)
     try:
         for value in it:
-            if not sink.send(value):
-                break
+            sent = sink.send(value)
+            if sent or (sent is None and sink.ready()):
+                continue
+            break
     finally:
         close = getattr(it, "close", None)
         if close is not None:
             close()
 
 
+# How often (seconds) the loop of an async stream looks whether the stream
+# was stopped or its job cancelled while the generator awaits: an await
+# blocks in the selector, where no interrupt reaches it.
+_ASYNC_CHECK = 0.02
+_END = object()
+
+
+async def _next_value(agen):
+    try:
+        return await agen.__anext__()
+    except StopAsyncIteration:
+        return _END
+
+
+def _await_value(loop, task):
+    try:
+        return loop.run_until_complete(task)
+    except BaseException:
+        if not task.done():
+            # erlang.Interrupted raised in the loop's own code, outside the
+            # task: the generator still awaits.  Cancelled there, its
+            # finally blocks run (aclose could not: it is mid-step).
+            task.cancel()
+            try:
+                loop.run_until_complete(task)
+            except BaseException:
+                pass
+        raise
+
+
 def _run_async_stream(obj, sink):
     loop = asyncio.new_event_loop()
     agen = obj.__aiter__()
+    current = [None, None]  # the task of the value being awaited, the check timer
+
+    def halt():
+        task = current[0]
+        if task is not None and not task.done():
+            task.cancel()  # CancelledError at the generator's await
+
+    def check():
+        current[1] = loop.call_later(_ASYNC_CHECK, check)
+        if sink.halted:
+            halt()
+
+    def on_error(loop, context):
+        # erlang.Interrupted (the caller gave up) landing in one of the
+        # loop's own callbacks (check above, say): the value's task ends.
+        if type(context.get("exception")).__name__ == "Interrupted":
+            current[1].cancel()  # one check pending, whether or not
+            current[1] = loop.call_later(_ASYNC_CHECK, check)  # it re-armed
+            halt()
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(on_error)
+    current[1] = loop.call_later(_ASYNC_CHECK, check)
     try:
         while True:
+            task = current[0] = loop.create_task(_next_value(agen))
             try:
-                value = loop.run_until_complete(agen.__anext__())
-            except StopAsyncIteration:
+                value = _await_value(loop, task)
+            except asyncio.CancelledError:
+                if not sink.halted:
+                    raise
+                sink.check()  # raises when the job was given up
+                break         # stopped
+            finally:
+                current[0] = None
+            if value is _END:
                 break
-            if not sink.send(value):
+            sent = sink.send(value)
+            if not (sent or (sent is None and sink.ready())):
                 break
     finally:
         try:
+            current[1].cancel()
             aclose = getattr(agen, "aclose", None)
             if aclose is not None:
                 loop.run_until_complete(aclose())

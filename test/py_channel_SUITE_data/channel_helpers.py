@@ -149,3 +149,11 @@ def make_bytearray(size):
 def mutate_bytearray():
     _last_array[0:1] = b"Z"
     return bytes(_last_array[:1])
+
+
+def released_view(b):
+    """A view of b, released, once nothing else holds b."""
+    m = memoryview(b)
+    m.release()
+    del b
+    return m

@@ -80,3 +80,30 @@ def every(interval, n):
 def calls_back(n):
     for i in range(n):
         yield erlang.call("stream_double", i)
+
+
+def announced(pid):
+    """Tells pid of each value before it is produced: how far the
+    generator was advanced."""
+    for i in itertools.count():
+        erlang.send(pid, ("producing", i))
+        yield i
+
+
+async def await_forever(pid):
+    """Yields once, then awaits for ever; tells pid when it is closed."""
+    try:
+        yield "first"
+        await asyncio.sleep(3600)
+        yield "never"
+    finally:
+        erlang.send(pid, ("closed", "awaiting"))
+
+
+def calls_back_when_closed(pid):
+    """Its finally block calls back into Erlang, then tells pid."""
+    try:
+        for i in itertools.count():
+            yield i
+    finally:
+        erlang.send(pid, ("closed", erlang.call("stream_double", 21)))
