@@ -15,4 +15,6 @@ void pyn_atoms_init(ErlNifEnv *env)
     ATOMS.py_main = enif_make_atom(env, "__main__");
     ATOMS.py_etf = enif_make_atom(env, "$py_etf");
     ATOMS.py_done = enif_make_atom(env, "$py_done");
+    ATOMS.py_error_raw = enif_make_atom(env, "$py_error_raw");
+    ATOMS.py_send = enif_make_atom(env, "$py_send");
 }

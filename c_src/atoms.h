@@ -13,7 +13,8 @@
     X(num_workers) X(available_workers) X(checked_out) X(pending_requests) \
     X(py_error) X(py_cb) X(py_worker_lost)       \
     X(name_error) X(py_main) X(overloaded) X(async_call) X(async_stream) X(py_etf) X(py_done) \
-    X(stream_start) X(buffer) X(closed)
+    X(stream_start) X(buffer) X(closed) \
+    X(py_error_raw) X(py_send) X(worker_exited) X(signal) X(exit_status) X(wipe) X(clear_caches) X(setup)
 
 typedef struct {
 #define PYN_ATOM_FIELD(a) ERL_NIF_TERM a;

@@ -86,6 +86,10 @@ typedef struct pyn_executor {
      * on its own, its replacement running meanwhile).  ctx is valid: the
      * worker's thread is still in its job. */
     void (*abandon)(void *ctx);
+    /* Worker thread, after run: whether what runs its Python is gone (an
+     * OS process died); the pool then retires the worker and starts
+     * another.  NULL: never (a thread executor). */
+    int (*lost)(void *ctx);
 } pyn_executor_t;
 
 /* The executor of one shared interpreter and GIL (exec_thread.c). */
@@ -93,5 +97,12 @@ extern const pyn_executor_t pyn_exec_thread;
 /* The executor of own-GIL sub-interpreters, one per worker, Python 3.12+
  * (exec_subinterp.c). */
 extern const pyn_executor_t pyn_exec_subinterp;
+/* The executor of isolated workers: Python in an OS process each, reached
+ * over a socket pair (exec_isolated.c). */
+extern const pyn_executor_t pyn_exec_isolated;
+/* Before booting it: the Python executable, the worker program
+ * (priv/python/_erlang_python_worker.py) and each process's address-space
+ * cap in MiB (0: none). */
+void pyn_isolated_configure(const char *python, const char *worker_script, unsigned memory_mb);
 
 #endif

@@ -8,6 +8,7 @@
 #include <Python.h> /* version macros only: no Python call is made here */
 
 #include "atoms.h"
+#include "executor.h"
 #include "py_convert.h"
 #include "py_erlang_mod.h"
 #include "py_buffer.h"
@@ -285,9 +286,34 @@ static ERL_NIF_TERM nif_cancel(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     return pyn_cancel(env, job);
 }
 
+#ifndef PYN_PROGRAM
+#define PYN_PROGRAM "/usr/bin/python3"
+#endif
+
+/* {isolated, WorkerScript, MaxMemoryMb}: configures the isolated executor.
+ * 0, or -1 if t is not that. */
+static int isolated_mode(ErlNifEnv *env, ERL_NIF_TERM t)
+{
+    const ERL_NIF_TERM *el;
+    int arity;
+    unsigned mb;
+    ErlNifBinary path;
+    char buf[4096];
+
+    if (!enif_get_tuple(env, t, &arity, &el) || arity != 3 ||
+        !enif_is_identical(el[0], enif_make_atom(env, "isolated")) ||
+        !enif_inspect_binary(env, el[1], &path) || path.size == 0 || path.size >= sizeof buf ||
+        memchr(path.data, 0, path.size) || !enif_get_uint(env, el[2], &mb))
+        return -1;
+    memcpy(buf, path.data, path.size);
+    buf[path.size] = 0;
+    pyn_isolated_configure(PYN_PROGRAM, buf, mb);
+    return 0;
+}
+
 /* pool_attach(PoolPid, RunnerPid, GraceMs, Mode, MaxAbandoned): starts
- * Python in Mode (shared_gil | subinterp) the first time; ok | {error,
- * Message}. */
+ * Python in Mode (shared_gil | subinterp | {isolated, Script, MaxMemoryMb})
+ * the first time; ok | {error, Message}. */
 static ERL_NIF_TERM nif_pool_attach(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     ErlNifPid pool, runner;
@@ -303,6 +329,8 @@ static ERL_NIF_TERM nif_pool_attach(ErlNifEnv *env, int argc, const ERL_NIF_TERM
         mode = PYN_MODE_SHARED_GIL;
     else if (enif_is_identical(argv[3], enif_make_atom(env, "subinterp")))
         mode = PYN_MODE_SUBINTERP;
+    else if (isolated_mode(env, argv[3]) == 0)
+        mode = PYN_MODE_ISOLATED;
     else
         return enif_make_badarg(env);
     if (pyn_pool_boot(mode, err, sizeof err) != 0)
@@ -555,13 +583,14 @@ static ERL_NIF_TERM nif_clear_caches(ErlNifEnv *env, int argc, const ERL_NIF_TER
 }
 
 /* execution_info() -> {Mode, SubinterpSupported}: the mode Python runs in
- * (multi_executor: shared GIL; subinterp; none: not started yet) and
+ * (multi_executor: shared GIL; subinterp; isolated; none: not started yet) and
  * whether this build can run sub-interpreters with their own GIL. */
 static ERL_NIF_TERM nif_execution_info(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     int mode = pyn_pool_mode();
     ERL_NIF_TERM m = mode == PYN_MODE_SUBINTERP     ? enif_make_atom(env, "subinterp")
                      : mode == PYN_MODE_SHARED_GIL ? enif_make_atom(env, "multi_executor")
+                     : mode == PYN_MODE_ISOLATED   ? enif_make_atom(env, "isolated")
                                                     : enif_make_atom(env, "none");
     (void)argc;
     (void)argv;

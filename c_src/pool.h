@@ -30,8 +30,9 @@ extern ErlNifResourceType *pyn_worker_type;
  * module's waiter); from load/upgrade.  0 on success. */
 int pyn_resources_init(ErlNifEnv *env);
 /* How workers run Python: one shared interpreter and GIL (exec_thread.c),
- * or one own-GIL sub-interpreter each (exec_subinterp.c, Python 3.12+). */
-typedef enum { PYN_MODE_SHARED_GIL, PYN_MODE_SUBINTERP } pyn_mode_t;
+ * or one own-GIL sub-interpreter each (exec_subinterp.c, Python 3.12+), or
+ * one OS process each (exec_isolated.c). */
+typedef enum { PYN_MODE_SHARED_GIL, PYN_MODE_SUBINTERP, PYN_MODE_ISOLATED } pyn_mode_t;
 
 /* Chooses the executor for mode, installs the `erlang` module's callback
  * table and starts the watchdog thread, which boots the executor (the

@@ -27,8 +27,12 @@ static ERL_NIF_TERM type_term(ErlNifEnv *env, PyObject *type)
     PyTypeObject *tp = (PyTypeObject *)type;
     const char *full = tp->tp_name, *dot = strrchr(full, '.');
     const char *name = dot ? dot + 1 : full;
-    size_t len = strlen(name);
     int builtin = !(tp->tp_flags & Py_TPFLAGS_HEAPTYPE) && !dot;
+    return pyer_type_name_term(env, name, strlen(name), builtin);
+}
+
+ERL_NIF_TERM pyer_type_name_term(ErlNifEnv *env, const char *name, size_t len, int builtin)
+{
     ERL_NIF_TERM t;
     unsigned char *p;
 

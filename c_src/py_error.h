@@ -13,5 +13,9 @@ ERL_NIF_TERM pyer_exception_term(ErlNifEnv *env, PyObject *type, PyObject *value
  * when none is set).  brief: nobody will read it (the caller gave up), so
  * the formatting is skipped: {'$py_error', {cancelled, cancelled}, cancelled}. */
 ERL_NIF_TERM pyer_pending_term(ErlNifEnv *env, int brief);
+/* An exception class name (UTF-8, len bytes) as its Type term, by the
+ * rules above (builtin: always an atom).  Touches no Python object: the
+ * isolated executor uses it for its workers' exceptions. */
+ERL_NIF_TERM pyer_type_name_term(ErlNifEnv *env, const char *name, size_t len, int builtin);
 
 #endif

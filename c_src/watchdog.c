@@ -193,6 +193,11 @@ int pyn_pool_mode(void)
     return m;
 }
 
+static const char *mode_name(int mode)
+{
+    return mode == PYN_MODE_SUBINTERP ? "subinterp" : mode == PYN_MODE_ISOLATED ? "isolated" : "shared_gil";
+}
+
 int pyn_pool_boot(pyn_mode_t mode, char *err, size_t errlen)
 {
     static pthread_t wd;
@@ -213,13 +218,15 @@ int pyn_pool_boot(pyn_mode_t mode, char *err, size_t errlen)
         snprintf(err, errlen,
                  "Python already runs in execution_mode %s in this VM: the mode cannot change "
                  "until the VM restarts",
-                 booted_mode == PYN_MODE_SUBINTERP ? "subinterp" : "shared_gil");
+                 mode_name(booted_mode));
         return -1;
     }
     if (!started) {
         started = 1;
         booted_mode = (int)mode;
-        P.ex = mode == PYN_MODE_SUBINTERP ? &pyn_exec_subinterp : &pyn_exec_thread;
+        P.ex = mode == PYN_MODE_SUBINTERP ? &pyn_exec_subinterp
+               : mode == PYN_MODE_ISOLATED ? &pyn_exec_isolated
+                                           : &pyn_exec_thread;
         pyn_callbacks_install();
         pthread_attr_init(&attr);
         pthread_attr_setstacksize(&attr, PYN_STACK_BYTES);

@@ -64,10 +64,36 @@ static void release_deferred(pyn_worker_t *w)
         __atomic_store_n(&P.spinner_busy, 0, __ATOMIC_RELEASE);
 }
 
+/* What runs w's Python is gone (an isolated worker's process died): its
+ * job was answered; the rest of its queue is answered worker_crashed, and
+ * the pool process starts a replacement, as for an abandoned worker. */
+static void lose_worker(pyn_worker_t *w)
+{
+    pyn_job_t *dropped = NULL;
+    int rel;
+
+    pthread_mutex_lock(&P.lock);
+    rel = retire_locked(NULL, w, ATOMS.worker_crashed, &dropped);
+    if (rel && P.has_pool) {
+        ErlNifEnv *m = enif_alloc_env();
+        ERL_NIF_TERM msg = enif_make_tuple2(m, ATOMS.py_worker_lost, enif_make_int(m, w->id));
+        enif_send(NULL, &P.pool_pid, m, msg);
+        enif_free_env(m);
+    }
+    pthread_mutex_unlock(&P.lock);
+    release_dropped(NULL, dropped);
+    if (rel)
+        enif_release_resource(w); /* the table's reference */
+}
+
 void run_job(pyn_worker_t *w, pyn_job_t *j)
 {
     ERL_NIF_TERM result = P.ex->run(w->ex_ctx, j);
     finish_job(w, j, result);
+    if (P.ex->lost && P.ex->lost(w->ex_ctx)) {
+        lose_worker(w);
+        return;
+    }
     /* Arguments and result, now that it is answered; after the next job if
      * one is already waiting. */
     if (!work_visible(w))

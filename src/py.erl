@@ -610,14 +610,16 @@ ok_result(Error) -> Error.
 %% @doc How the workers run Python: `multi_executor' (worker threads
 %% sharing one interpreter and its GIL: application env `execution_mode'
 %% `shared_gil') or `subinterp' (each worker its own sub-interpreter with
-%% its own GIL, Python 3.12+).  Before the pool starts Python, the mode it
+%% its own GIL, Python 3.12+) or `isolated' (each worker an OS process of
+%% its own: docs/isolation.md).  Before the pool starts Python, the mode it
 %% will choose.  (`free_threaded', a Python without a GIL, is not built.)
--spec execution_mode() -> free_threaded | subinterp | multi_executor.
+-spec execution_mode() -> free_threaded | subinterp | multi_executor | isolated.
 execution_mode() ->
     case py_nif:execution_info() of
         {none, _} ->
             case py_pool:chosen_mode() of
                 {ok, subinterp} -> subinterp;
+                {ok, isolated} -> isolated;
                 _ -> multi_executor
             end;
         {Mode, _} ->

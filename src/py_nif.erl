@@ -75,7 +75,8 @@ cancel(_Job) -> erlang:nif_error(not_loaded).
 %% stopped: a later call must ask for the same mode), registers the pool and
 %% callback-runner processes and retires old workers.  MaxAbandoned: how
 %% many abandoned workers may still be stuck in C before no worker starts.
--spec pool_attach(pid(), pid(), non_neg_integer(), shared_gil | subinterp,
+-spec pool_attach(pid(), pid(), non_neg_integer(),
+                  shared_gil | subinterp | {isolated, binary(), non_neg_integer()},
                   non_neg_integer()) -> ok | {error, binary()}.
 pool_attach(_Pool, _Runner, _GraceMs, _Mode, _MaxAbandoned) -> erlang:nif_error(not_loaded).
 
@@ -159,7 +160,7 @@ setup(_Source, _Keep) -> erlang:nif_error(not_loaded).
 %% @doc `{Mode, SubinterpSupported}': the mode Python runs in (`none'
 %% before the pool started it) and whether this build has own-GIL
 %% sub-interpreters (3.12+).
--spec execution_info() -> {subinterp | multi_executor | none, boolean()}.
+-spec execution_info() -> {subinterp | multi_executor | isolated | none, boolean()}.
 execution_info() -> erlang:nif_error(not_loaded).
 
 %%--------------------------------------------------------------------

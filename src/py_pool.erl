@@ -120,13 +120,22 @@ init_pool(N, Grace) ->
     case chosen_mode() of
         {ok, Mode} ->
             MaxAbandoned = application:get_env(erlang_python, max_abandoned_workers, 16),
-            case py_nif:pool_attach(self(), Runner, Grace, Mode, MaxAbandoned) of
+            case py_nif:pool_attach(self(), Runner, Grace, nif_mode(Mode, RtDir), MaxAbandoned) of
                 ok -> start(N, Paths, Mode);
                 {error, Why} -> {stop, {execution_mode, Mode, Why}}
             end;
         Error ->
             {stop, Error}
     end.
+
+%% What the NIF is told: an isolated worker is the program in priv/python,
+%% each process capped at max_memory_mb of address space (0: no cap).
+nif_mode(isolated, RtDir) ->
+    Script = filename:join(RtDir, "_erlang_python_worker.py"),
+    {isolated, unicode:characters_to_binary(Script),
+     application:get_env(erlang_python, max_memory_mb, 0)};
+nif_mode(Mode, _RtDir) ->
+    Mode.
 
 start(N, Paths, Mode) ->
     State0 = #{workers => #{}, next_id => 1, owners => #{}, mode => Mode,
@@ -135,6 +144,7 @@ start(N, Paths, Mode) ->
     %% setup first.
     ok = case Mode of
              subinterp -> py_nif:setup(setup_source(State0), true);
+             isolated -> py_nif:setup(setup_source(State0), true);
              shared_gil -> ok
          end,
     case start_workers(N, State0) of
@@ -148,10 +158,11 @@ start(N, Paths, Mode) ->
     end.
 
 %% @doc The mode the application env `execution_mode' asks for:
-%% `shared_gil' (alias `multi_executor'), `subinterp', or `auto' (the
-%% default): subinterp on Python 3.13 and later (where the standard library
-%% loads in sub-interpreters), else shared_gil.
--spec chosen_mode() -> {ok, shared_gil | subinterp} | {bad_execution_mode, term()}.
+%% `shared_gil' (alias `multi_executor'), `subinterp', `isolated' (each
+%% worker an OS process: docs/isolation.md), or `auto' (the default):
+%% subinterp on Python 3.13 and later (where the standard library loads in
+%% sub-interpreters), else shared_gil.
+-spec chosen_mode() -> {ok, shared_gil | subinterp | isolated} | {bad_execution_mode, term()}.
 chosen_mode() ->
     execution_mode(application:get_env(erlang_python, execution_mode, auto)).
 
@@ -163,6 +174,7 @@ execution_mode(auto) ->
 execution_mode(multi_executor) -> {ok, shared_gil};
 execution_mode(shared_gil) -> {ok, shared_gil};
 execution_mode(subinterp) -> {ok, subinterp};
+execution_mode(isolated) -> {ok, isolated};
 execution_mode(Other) -> {bad_execution_mode, Other}.
 
 python_minor() ->
@@ -173,15 +185,21 @@ python_minor() ->
 
 %% Python source that puts the pool's paths on sys.path and makes the venv
 %% active (or none), in the interpreter it runs in.
-setup_source(#{paths := Paths, venv := Venv}) ->
+setup_source(#{paths := Paths, venv := Venv} = State) ->
     Lits = lists:join(", ", [py_str(P) || P <- Paths]),
     VenvLine = case Venv of
                    undefined -> [];
                    Dir -> ["import _erlang_python\n_erlang_python.sync_venv(", py_str(Dir), ")\n"]
                end,
+    %% Python's logging goes to OTP's logger in process only (an isolated
+    %% worker has no erlang._log yet).
+    Log = case maps:get(mode, State, shared_gil) of
+              isolated -> [];
+              _ -> py_log:setup_source()
+          end,
     iolist_to_binary(["import sys\n",
                       "sys.path[0:0] = [p for p in [", Lits, "] if p not in sys.path]\n",
-                      VenvLine, py_log:setup_source()]).
+                      VenvLine, Log]).
 
 %% A Python str literal for any path, whatever its bytes.
 py_str(Path) ->
@@ -397,6 +415,8 @@ find(Pred, State) ->
 %% With a shared GIL the one interpreter gets its log handler here (each
 %% sub-interpreter got it in its setup).
 install_logging(subinterp, State) ->
+    {ok, State};
+install_logging(isolated, State) ->
     {ok, State};
 install_logging(shared_gil, State) ->
     case py:exec(py_log:setup_source()) of

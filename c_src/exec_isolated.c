@@ -1,0 +1,469 @@
+/* exec_isolated.c — the isolated executor (execution_mode isolated): each
+ * worker's Python is an OS process of its own, so that a segfault, an
+ * abort, os._exit or a C loop that never ends costs that one worker, not
+ * the node.  The pool's worker thread stays in this process and hands each
+ * job to its process over a socket pair: a frame (4-byte big-endian length,
+ * then one term in the external term format) each way.  The process is
+ * priv/python/_erlang_python_worker.py, run by the Python this NIF was
+ * built against; its docstring gives the protocol.
+ *
+ * Nothing here touches Python: this node never starts an interpreter in
+ * this mode.  "Entered" means nothing either (no GIL to take).  A worker
+ * whose process died answers its job {error, {worker_exited, Reason}} and
+ * reports itself lost (isolated_lost): the pool retires it and starts
+ * another.  Interrupts are SIGUSR1 (erlang.Interrupted in the running
+ * code); abandoning is SIGKILL.  Below the pool (see executor.h). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "atoms.h"
+#include "executor.h"
+#include "py_error.h"
+
+extern char **environ;
+
+/* Frames past this size are refused (a broken or hostile process). */
+#define ISO_MAX_FRAME (1u << 31)
+
+typedef struct {
+    pid_t pid;       /* the Python process */
+    int fd;          /* this end of the socket pair; -1 once closed */
+    int status_fd;   /* the shell's reports: the pid, then the exit status */
+    int lost;        /* the process is gone (or was killed): no more jobs */
+    int reaped;      /* its end reported (reap) */
+    ERL_NIF_TERM why; /* in why_env: the exit reason, once lost */
+    ErlNifEnv *why_env;
+} iso_ctx_t;
+
+static char program[4096];    /* the Python executable */
+static char script[4096];     /* _erlang_python_worker.py */
+static unsigned max_memory_mb; /* 0: no cap */
+
+void pyn_isolated_configure(const char *python, const char *worker_script, unsigned memory_mb)
+{
+    snprintf(program, sizeof program, "%s", python);
+    snprintf(script, sizeof script, "%s", worker_script);
+    max_memory_mb = memory_mb;
+}
+
+static int i_boot(char *err, size_t errlen)
+{
+    if (!script[0] || access(script, R_OK) != 0) {
+        snprintf(err, errlen, "execution_mode isolated: the worker program %s cannot be read",
+                 script[0] ? script : "(not configured)");
+        return -1;
+    }
+    if (access(program, X_OK) != 0) {
+        snprintf(err, errlen, "execution_mode isolated: %s is not an executable Python", program);
+        return -1;
+    }
+    return 0;
+}
+
+/* The node ignores SIGCHLD, so the kernel reaps its children at once and
+ * their exit status is lost.  A worker is therefore started by a shell,
+ * which waits for it and reports on fd 4: Python's pid, then how it ended
+ * (`wait`'s status: 128 + N for signal N), keeping its own messages
+ * ("Segmentation fault") to itself.  The shell is reaped by the
+ * kernel, the worker by the shell: no zombie is left. */
+static const char shell_line[] =
+    "exec 5>&2 2>/dev/null; \"$0\" \"$1\" \"$2\" 3 $$ \"$3\" 2>&5 4>&- 5>&- & "
+    "echo $! >&4; wait $!; echo $? >&4";
+
+/* What the new process needs before it becomes the shell (read by it
+ * while it shares this process's memory, until execve). */
+typedef struct {
+    int fd, status_fd; /* to become fds 3 and 4 */
+    char **argv;
+} spawn_arg_t;
+
+#define ISO_SPAWN_STACK (64 * 1024)
+
+/* The new process, on its own small stack, sharing our memory until
+ * execve (CLONE_VM | CLONE_VFORK, as posix_spawn does): only system calls.
+ * It is killed when the thread that started it (the worker's) ends; the
+ * worker, when the shell ends.  Signal handlers are reset (the node's are
+ * not the worker's; SIGCHLD and SIGPIPE, ignored by the node, are default
+ * again); every signal is unblocked. */
+static int spawn_child(void *p)
+{
+    spawn_arg_t *a = p;
+    struct sigaction dfl;
+    sigset_t none;
+
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            sigaction(sig, &dfl, NULL);
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || dup2(a->fd, 3) < 0 || dup2(a->status_fd, 4) < 0)
+        _exit(127);
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execve(a->argv[0], a->argv, environ);
+    _exit(127);
+}
+
+/* A decimal number on its own line from fd; -1 at the end. */
+static long read_number(int fd)
+{
+    char buf[32];
+    size_t n = 0;
+    for (;;) {
+        ssize_t k = read(fd, buf + n, 1);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return -1;
+        if (buf[n] == '\n' || ++n == sizeof buf - 1)
+            break;
+    }
+    buf[n] = 0;
+    return n ? strtol(buf, NULL, 10) : -1;
+}
+
+static void close_fds(int *fds, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+}
+
+/* Starts the worker's process (through its shell). */
+static void *i_attach(int worker_id)
+{
+    iso_ctx_t *c = calloc(1, sizeof *c);
+    int fds[4] = {-1, -1, -1, -1}; /* socket pair, status pipe */
+    char mb[32];
+    char *argv[] = {"/bin/sh", "-c", (char *)shell_line, program, "-u", script, mb, NULL};
+    spawn_arg_t a = {.argv = argv};
+    sigset_t all, old;
+    char *stack = NULL;
+    pid_t shell;
+    long pid;
+    (void)worker_id;
+
+    if (!c)
+        return NULL;
+    c->fd = c->status_fd = -1;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0 ||
+        pipe2(fds + 2, O_CLOEXEC) != 0 || !(stack = malloc(ISO_SPAWN_STACK)))
+        goto fail;
+    snprintf(mb, sizeof mb, "%u", max_memory_mb);
+    a.fd = fds[1];
+    a.status_fd = fds[3];
+    /* No handler of ours may run in the child before it has reset them. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    shell = clone(spawn_child, stack + ISO_SPAWN_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    free(stack);
+    stack = NULL;
+    close(fds[1]);
+    close(fds[3]);
+    fds[1] = fds[3] = -1;
+    if (shell < 0 || (pid = read_number(fds[2])) <= 0)
+        goto fail;
+    c->pid = (pid_t)pid;
+    c->fd = fds[0];
+    c->status_fd = fds[2];
+    return c;
+fail:
+    free(stack);
+    close_fds(fds, 4);
+    free(c);
+    return NULL;
+}
+
+/* The process's end, once: {signal, N} or {exit_status, N}, as its shell
+ * reports it (waiting for that). */
+static void reap(iso_ctx_t *c)
+{
+    long st;
+
+    if (c->reaped)
+        return;
+    st = read_number(c->status_fd);
+    close(c->status_fd);
+    c->status_fd = -1;
+    __atomic_store_n(&c->reaped, 1, __ATOMIC_RELEASE);
+    if (!c->why_env)
+        c->why_env = enif_alloc_env();
+    if (st < 0) /* the shell was killed too */
+        c->why = enif_make_tuple2(c->why_env, ATOMS.exit_status, ATOMS.undefined);
+    else if (st > 128)
+        c->why = enif_make_tuple2(c->why_env, ATOMS.signal, enif_make_int(c->why_env, (int)(st - 128)));
+    else
+        c->why = enif_make_tuple2(c->why_env, ATOMS.exit_status, enif_make_int(c->why_env, (int)st));
+}
+
+/* The process is of no more use (it died, or talks nonsense): killed if
+ * need be, reaped; the worker is lost. */
+static void lose(iso_ctx_t *c)
+{
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+    if (!c->reaped)
+        kill(c->pid, SIGKILL);
+    reap(c);
+    c->lost = 1;
+}
+
+static void i_detach(void *ctx)
+{
+    iso_ctx_t *c = ctx;
+    if (!c)
+        return;
+    lose(c);
+    if (c->why_env)
+        enif_free_env(c->why_env);
+    free(c);
+}
+
+static void i_enter(void *ctx)
+{
+    (void)ctx;
+}
+
+static void i_leave(void *ctx)
+{
+    (void)ctx;
+}
+
+static int write_all(int fd, const unsigned char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static int read_all(int fd, unsigned char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = recv(fd, p, n, 0);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return -1;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static int send_frame(iso_ctx_t *c, ErlNifEnv *env, ERL_NIF_TERM t)
+{
+    ErlNifBinary bin;
+    unsigned char head[4];
+    int rc;
+
+    if (!enif_term_to_binary(env, t, &bin))
+        return -1;
+    head[0] = (unsigned char)(bin.size >> 24);
+    head[1] = (unsigned char)(bin.size >> 16);
+    head[2] = (unsigned char)(bin.size >> 8);
+    head[3] = (unsigned char)bin.size;
+    rc = write_all(c->fd, head, 4) == 0 && write_all(c->fd, bin.data, bin.size) == 0 ? 0 : -1;
+    enif_release_binary(&bin);
+    return rc;
+}
+
+/* The next frame, in bin (the caller releases it).  -1: the process is
+ * gone, or the frame is too large to be one of ours. */
+static int recv_frame(iso_ctx_t *c, ErlNifBinary *bin)
+{
+    unsigned char head[4];
+    size_t n;
+
+    if (read_all(c->fd, head, 4) != 0)
+        return -1;
+    n = ((size_t)head[0] << 24) | ((size_t)head[1] << 16) | ((size_t)head[2] << 8) | head[3];
+    if (n >= ISO_MAX_FRAME || !enif_alloc_binary(n, bin))
+        return -1;
+    if (read_all(c->fd, bin->data, n) != 0) {
+        enif_release_binary(bin);
+        return -1;
+    }
+    return 0;
+}
+
+/* Whether a frame is {'$py_send', Pid, Msg} (as the worker encodes it). */
+static int is_send(const ErlNifBinary *b)
+{
+    static const unsigned char head[] = {131, 104, 3, 119, 8, '$', 'p', 'y', '_', 's', 'e', 'n', 'd'};
+    return b->size > sizeof head && memcmp(b->data, head, sizeof head) == 0;
+}
+
+/* erlang.send from the worker: delivered at once. */
+static void deliver(const ErlNifBinary *b)
+{
+    ErlNifEnv *m = enif_alloc_env();
+    ERL_NIF_TERM t;
+    const ERL_NIF_TERM *el;
+    int arity;
+    ErlNifPid pid;
+
+    if (enif_binary_to_term(m, b->data, b->size, &t, ERL_NIF_BIN2TERM_SAFE) &&
+        enif_get_tuple(m, t, &arity, &el) && arity == 3 && enif_get_local_pid(m, el[1], &pid))
+        enif_send(NULL, &pid, m, el[2]);
+    enif_free_env(m);
+}
+
+/* The worker's answer as the in-process executors give it: {ok, V} and ok
+ * as they are; {'$py_error_raw', Name, Builtin, Msg, Tb} as
+ * {'$py_error', {Type, Msg}, Tb}, Type by py_error.c's rules. */
+static ERL_NIF_TERM answer(ErlNifEnv *env, ERL_NIF_TERM t)
+{
+    const ERL_NIF_TERM *el;
+    int arity;
+    ErlNifBinary name;
+
+    if (enif_get_tuple(env, t, &arity, &el) && arity == 5 &&
+        enif_is_identical(el[0], ATOMS.py_error_raw) && enif_inspect_binary(env, el[1], &name)) {
+        int builtin = enif_is_identical(el[2], ATOMS.true);
+        ERL_NIF_TERM type = pyer_type_name_term(env, (const char *)name.data, name.size, builtin);
+        return enif_make_tuple3(env, ATOMS.py_error, enif_make_tuple2(env, type, el[3]), el[4]);
+    }
+    return t;
+}
+
+static ERL_NIF_TERM exited(iso_ctx_t *c, ErlNifEnv *env)
+{
+    lose(c);
+    return enif_make_tuple2(env, ATOMS.error,
+                            enif_make_tuple2(env, ATOMS.worker_exited, enif_make_copy(env, c->why)));
+}
+
+static ERL_NIF_TERM unsupported(ErlNifEnv *env, const char *what)
+{
+    char msg[160];
+    ERL_NIF_TERM m;
+    size_t n = (size_t)snprintf(msg, sizeof msg, "%s is not available in execution_mode isolated yet",
+                                what);
+    memcpy(enif_make_new_binary(env, n, &m), msg, n);
+    ERL_NIF_TERM tb;
+    enif_make_new_binary(env, 0, &tb);
+    return enif_make_tuple3(env, ATOMS.py_error,
+                            enif_make_tuple2(env, enif_make_atom(env, "NotImplementedError"), m), tb);
+}
+
+static ERL_NIF_TERM i_run(void *ctx, pyn_job_t *j)
+{
+    iso_ctx_t *c = ctx;
+    ErlNifEnv *env = j->env;
+    ERL_NIF_TERM kind, req, t;
+    ErlNifBinary bin;
+
+    switch (j->kind) {
+    case PYN_JOB_CALL: kind = ATOMS.call; break;
+    case PYN_JOB_EVAL: kind = ATOMS.eval; break;
+    case PYN_JOB_EXEC: kind = ATOMS.exec; break;
+    case PYN_JOB_WIPE: kind = ATOMS.wipe; break;
+    case PYN_JOB_CLEAR_CACHES: kind = ATOMS.clear_caches; break;
+    case PYN_JOB_SETUP: kind = ATOMS.setup; break;
+    case PYN_JOB_STREAM:
+    case PYN_JOB_STREAM_EVAL: return unsupported(env, "py:stream");
+    case PYN_JOB_ASYNC:
+    case PYN_JOB_ASYNC_STREAM: return unsupported(env, "asyncio (py:async_call)");
+    case PYN_JOB_STREAM_START: return unsupported(env, "py:stream_start");
+    default: return unsupported(env, "this request");
+    }
+    if (c->lost)
+        return exited(c, env);
+    /* Control jobs but setup carry no request. */
+    req = j->kind == PYN_JOB_WIPE || j->kind == PYN_JOB_CLEAR_CACHES ? ATOMS.none : j->req;
+    if (send_frame(c, env, enif_make_tuple2(env, kind, req)) != 0)
+        return exited(c, env);
+    for (;;) {
+        if (recv_frame(c, &bin) != 0)
+            return exited(c, env);
+        if (is_send(&bin)) {
+            deliver(&bin);
+            enif_release_binary(&bin);
+            continue;
+        }
+        /* SAFE: a worker makes no atoms (type names come as binaries). */
+        if (!enif_binary_to_term(env, bin.data, bin.size, &t, ERL_NIF_BIN2TERM_SAFE)) {
+            enif_release_binary(&bin);
+            return exited(c, env);
+        }
+        enif_release_binary(&bin);
+        return answer(env, t);
+    }
+}
+
+static int i_has_deferred(void *ctx)
+{
+    (void)ctx;
+    return 0;
+}
+
+static void i_release_deferred(void *ctx)
+{
+    (void)ctx;
+}
+
+static void i_interrupt(void *ctx, pyn_worker_t *w, int (*claim)(pyn_worker_t *w))
+{
+    iso_ctx_t *c = ctx;
+    if (claim(w) && !__atomic_load_n(&c->reaped, __ATOMIC_ACQUIRE))
+        kill(c->pid, SIGUSR1);
+}
+
+static void i_clear_interrupt(void *ctx)
+{
+    /* A late SIGUSR1 lands between jobs, where the worker ignores it. */
+    (void)ctx;
+}
+
+/* Pool lock held: the job outlived its grace.  SIGKILL takes no lock; the
+ * worker thread then reads the end of the socket and reaps the process. */
+static void i_abandon(void *ctx)
+{
+    iso_ctx_t *c = ctx;
+    if (!__atomic_load_n(&c->reaped, __ATOMIC_ACQUIRE))
+        kill(c->pid, SIGKILL);
+}
+
+static int i_lost(void *ctx)
+{
+    return ((iso_ctx_t *)ctx)->lost;
+}
+
+const pyn_executor_t pyn_exec_isolated = {
+    .name = "isolated",
+    .borrows = 0,
+    .boot = i_boot,
+    .attach = i_attach,
+    .detach = i_detach,
+    .enter = i_enter,
+    .leave = i_leave,
+    .run = i_run,
+    .has_deferred = i_has_deferred,
+    .release_deferred = i_release_deferred,
+    .interrupt = i_interrupt,
+    .clear_interrupt = i_clear_interrupt,
+    .abandon = i_abandon,
+    .lost = i_lost,
+};

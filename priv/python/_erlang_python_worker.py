@@ -1,0 +1,580 @@
+"""The program of an isolated worker (execution_mode isolated): CPython in an
+OS process of its own, run by one worker of the pool (c_src/exec_isolated.c).
+
+    python3 _erlang_python_worker.py FD PARENT_PID MAX_MEMORY_MB
+
+FD is this end of a socket pair; PARENT_PID the shell that started this
+process and reports its exit status to the pool.  Each message either way is a frame: a
+4-byte big-endian length, then one term in Erlang's external term format.
+
+  pool -> worker   {Kind, Request}     Kind: call | eval | exec | setup |
+                                       wipe | clear_caches; Request as the
+                                       in-process executors get it
+  worker -> pool   {ok, Value} | ok    the answer
+                   {'$py_error_raw', TypeName, Builtin, Message, Traceback}
+                   {'$py_send', Pid, Message}   erlang.send, then go on
+
+SIGUSR1 interrupts the request that runs (erlang.Interrupted is raised in
+it, as the in-process interrupt does).  The worker exits when the pool's end
+of the socket closes, and is killed by the kernel when its shell ends
+(PR_SET_PDEATHSIG), which is killed when the pool's thread that started it
+ends: none outlives the node.
+
+The conversions follow docs/types.md; what they cannot carry (a fun, a
+port, a reference) is refused with TypeError, as in process."""
+import os
+import signal
+import struct
+import sys
+import types
+
+# ---- the external term format ---------------------------------------------
+
+_NONE_ATOMS = {"none", "nil", "undefined"}
+_pack_len = struct.Struct(">I").pack
+_unpack_len = struct.Struct(">I").unpack_from
+_unpack_float = struct.Struct(">d").unpack_from
+_pack_float = struct.Struct(">d").pack
+
+
+class Pid:
+    """An Erlang pid: its external format, kept as it came."""
+    __slots__ = ("_etf",)
+
+    def __init__(self, etf):
+        self._etf = bytes(etf)
+
+    def __eq__(self, other):
+        return isinstance(other, Pid) and other._etf == self._etf
+
+    def __hash__(self):
+        return hash(self._etf)
+
+    def __repr__(self):
+        b = self._etf
+        try:
+            # NEW_PID_EXT: tag, node atom, ID, Serial, Creation
+            if b[0] == 88 and b[1] in (118, 119, 100, 115):
+                if b[1] in (119, 115):
+                    n, pos = b[2], 3
+                else:
+                    n, pos = (b[2] << 8) | b[3], 4
+                pos += n
+                num, serial = struct.unpack_from(">II", b, pos)
+                return "erlang.Pid('<0.%d.%d>')" % (num, serial)
+        except (IndexError, struct.error):
+            pass
+        return "erlang.Pid(%r)" % (b,)
+
+
+class Atom(str):
+    """Text sent as an atom (the answer's tags; they exist in the node)."""
+    __slots__ = ()
+
+
+OK = Atom("ok")
+_RAW_ERROR = Atom("$py_error_raw")
+_SEND = Atom("$py_send")
+
+
+def _atom(text):
+    if text == "true":
+        return True
+    if text == "false":
+        return False
+    if text in _NONE_ATOMS:
+        return None
+    return text
+
+
+def decode(data):
+    """The term in data (which starts with 131) as a Python object."""
+    if not data or data[0] != 131:
+        raise ValueError("not an external term")
+    value, pos = _decode(memoryview(data), 1)
+    return value
+
+
+def _utf8_or_bytes(b):
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        return b
+
+
+def _decode(d, pos):
+    tag = d[pos]
+    pos += 1
+    if tag == 97:  # SMALL_INTEGER_EXT
+        return d[pos], pos + 1
+    if tag == 98:  # INTEGER_EXT
+        return struct.unpack_from(">i", d, pos)[0], pos + 4
+    if tag == 109:  # BINARY_EXT
+        (n,) = _unpack_len(d, pos)
+        pos += 4
+        return _utf8_or_bytes(bytes(d[pos:pos + n])), pos + n
+    if tag in (119, 115):  # SMALL_ATOM_UTF8_EXT, SMALL_ATOM_EXT
+        n = d[pos]
+        pos += 1
+        enc = "utf-8" if tag == 119 else "latin-1"
+        return _atom(bytes(d[pos:pos + n]).decode(enc)), pos + n
+    if tag in (118, 100):  # ATOM_UTF8_EXT, ATOM_EXT
+        n = (d[pos] << 8) | d[pos + 1]
+        pos += 2
+        enc = "utf-8" if tag == 118 else "latin-1"
+        return _atom(bytes(d[pos:pos + n]).decode(enc)), pos + n
+    if tag in (104, 105):  # SMALL_TUPLE_EXT, LARGE_TUPLE_EXT
+        if tag == 104:
+            n = d[pos]
+            pos += 1
+        else:
+            (n,) = _unpack_len(d, pos)
+            pos += 4
+        if n == 2:
+            raw = _tagged_binary(d, pos)
+            if raw is not None:
+                return raw
+        items = []
+        for _ in range(n):
+            v, pos = _decode(d, pos)
+            items.append(v)
+        return tuple(items), pos
+    if tag == 106:  # NIL_EXT
+        return [], pos
+    if tag == 108:  # LIST_EXT
+        (n,) = _unpack_len(d, pos)
+        pos += 4
+        items = []
+        for _ in range(n):
+            v, pos = _decode(d, pos)
+            items.append(v)
+        if d[pos] != 106:
+            raise TypeError("an improper list cannot be converted")
+        return items, pos + 1
+    if tag == 107:  # STRING_EXT: a list of small integers
+        n = (d[pos] << 8) | d[pos + 1]
+        pos += 2
+        return list(d[pos:pos + n]), pos + n
+    if tag == 116:  # MAP_EXT
+        (n,) = _unpack_len(d, pos)
+        pos += 4
+        out = {}
+        for _ in range(n):
+            k, pos = _decode(d, pos)
+            v, pos = _decode(d, pos)
+            out[_key(k)] = v
+        return out, pos
+    if tag == 70:  # NEW_FLOAT_EXT
+        return _unpack_float(d, pos)[0], pos + 8
+    if tag in (110, 111):  # SMALL_BIG_EXT, LARGE_BIG_EXT
+        if tag == 110:
+            n = d[pos]
+            pos += 1
+        else:
+            (n,) = _unpack_len(d, pos)
+            pos += 4
+        sign = d[pos]
+        v = int.from_bytes(d[pos + 1:pos + 1 + n], "little")
+        return (-v if sign else v), pos + 1 + n
+    if tag in (88, 103):  # NEW_PID_EXT, PID_EXT
+        start = pos - 1
+        _, pos = _decode(d, pos)  # the node
+        pos += 12 if tag == 88 else 9
+        return Pid(d[start:pos]), pos
+    if tag == 77:
+        raise TypeError("a bitstring whose size is not a whole number of bytes "
+                        "cannot be converted")
+    raise TypeError("this term cannot be converted to Python (external tag %d): "
+                    "a fun, a port or a reference" % tag)
+
+
+_TAGS = tuple(head + name for name in (b"bytes", b"buffer")
+              for head in (bytes([100, 0, len(name)]), bytes([118, 0, len(name)]),
+                           bytes([119, len(name)]), bytes([115, len(name)])))
+
+
+def _tagged_binary(d, pos):
+    """{bytes, Binary} and {buffer, Binary} at pos: (bytes, end), else None.
+    (A buffer is copied into the worker process: bytes, read-only too.)"""
+    for t in _TAGS:
+        end = pos + len(t)
+        if d[pos:end] == t and d[end] == 109:
+            (n,) = _unpack_len(d, end + 1)
+            start = end + 5
+            return bytes(d[start:start + n]), start + n
+    return None
+
+
+def _key(k):
+    if isinstance(k, list):
+        raise TypeError("unhashable map key (a list)")
+    if isinstance(k, dict):
+        raise TypeError("unhashable map key (a map)")
+    return k
+
+
+def encode(obj):
+    out = bytearray(b"\x83")
+    _encode(obj, out, 0)
+    return bytes(out)
+
+
+_MAX_DEPTH = 10000
+
+
+def _atom_ext(out, text):
+    b = text.encode("utf-8")
+    out.append(119)
+    out.append(len(b))
+    out += b
+
+
+def _binary_ext(out, b):
+    out.append(109)
+    out += _pack_len(len(b))
+    out += b
+
+
+def _encode(o, out, depth):
+    if depth > _MAX_DEPTH:
+        raise ValueError("nesting deeper than %d levels" % _MAX_DEPTH)
+    t = type(o)
+    if t is Atom:
+        _atom_ext(out, o)
+    elif o is None:
+        _atom_ext(out, "none")
+    elif o is True or o is False:
+        _atom_ext(out, "true" if o else "false")
+    elif t is int or (isinstance(o, int) and not isinstance(o, bool)):
+        o = int(o)
+        if 0 <= o < 256:
+            out.append(97)
+            out.append(o)
+        elif -2147483648 <= o <= 2147483647:
+            out.append(98)
+            out += struct.pack(">i", o)
+        else:
+            mag = abs(o)
+            b = mag.to_bytes((mag.bit_length() + 7) // 8, "little")
+            if len(b) < 256:
+                out.append(110)
+                out.append(len(b))
+            else:
+                out.append(111)
+                out += _pack_len(len(b))
+            out.append(1 if o < 0 else 0)
+            out += b
+    elif t is float or isinstance(o, float):
+        if o != o:
+            _atom_ext(out, "nan")
+        elif o == float("inf"):
+            _atom_ext(out, "infinity")
+        elif o == float("-inf"):
+            _atom_ext(out, "neg_infinity")
+        else:
+            out.append(70)
+            out += _pack_float(o)
+    elif t is str or isinstance(o, str):
+        _binary_ext(out, str.encode(o, "utf-8", "surrogatepass"))
+    elif t is bytes or t is bytearray or isinstance(o, (bytes, bytearray)):
+        _binary_ext(out, bytes(o))
+    elif t is list or t is tuple or isinstance(o, (list, tuple)):
+        n = len(o)
+        if isinstance(o, tuple):
+            if n < 256:
+                out.append(104)
+                out.append(n)
+            else:
+                out.append(105)
+                out += _pack_len(n)
+            for v in o:
+                _encode(v, out, depth + 1)
+        elif n == 0:
+            out.append(106)
+        else:
+            out.append(108)
+            out += _pack_len(n)
+            for v in o:
+                _encode(v, out, depth + 1)
+            out.append(106)
+    elif isinstance(o, dict):
+        out.append(116)
+        out += _pack_len(len(o))
+        for k, v in o.items():
+            _encode(k, out, depth + 1)
+            _encode(v, out, depth + 1)
+    elif isinstance(o, (set, frozenset)):
+        _encode(list(o), out, depth)
+    elif isinstance(o, Pid):
+        out += o._etf
+    else:
+        _encode(_fallback(o), out, depth)
+
+
+def _fallback(o):
+    """Other objects, as in process (docs/types.md, "Other objects")."""
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "__index__"):
+        import operator
+        return operator.index(o)
+    return str(o)
+
+
+# ---- the erlang module, as far as a worker process has it ------------------
+
+class ErlangError(Exception):
+    """An Erlang function called from Python failed."""
+
+
+class Interrupted(BaseException):
+    """Raised in Python code whose Erlang caller gave up (timeout, exit, shutdown)."""
+
+
+def _make_erlang_module(channel):
+    mod = types.ModuleType("erlang", "The Erlang side, seen from an isolated worker.")
+    mod.Pid = Pid
+    mod.ErlangError = ErlangError
+    mod.Interrupted = Interrupted
+    mod.isolated = True
+
+    def send(pid, message):
+        """send(pid, message): sends message to an Erlang process."""
+        if not isinstance(pid, Pid):
+            raise TypeError("send(pid, message): pid must be an erlang.Pid")
+        channel.write(encode((_SEND, pid, message)))
+
+    def call(name, *args):
+        raise ErlangError("erlang.call is not available in an isolated worker yet "
+                          "(docs/isolation.md)")
+
+    mod.send = send
+    mod.call = call
+    return mod
+
+
+# ---- framing ---------------------------------------------------------------
+
+class Channel:
+    def __init__(self, fd):
+        self.fd = fd
+
+    def read(self):
+        """The next frame's bytes; None at the end (the pool is gone)."""
+        head = self._read_exact(4)
+        if head is None:
+            return None
+        (n,) = _unpack_len(head, 0)
+        return self._read_exact(n)
+
+    def _read_exact(self, n):
+        chunks = []
+        while n:
+            try:
+                b = os.read(self.fd, min(n, 1 << 20))
+            except InterruptedError:
+                continue
+            if not b:
+                return None
+            chunks.append(b)
+            n -= len(b)
+        return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+    def write(self, payload):
+        data = _pack_len(len(payload)) + payload
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+
+
+# ---- running requests --------------------------------------------------------
+
+class Worker:
+    def __init__(self, channel):
+        self.channel = channel
+        self.running = False
+        self.modules = {}
+        self.code_cache = {}
+        self.globals = self._namespace()
+
+    @staticmethod
+    def _namespace():
+        import builtins
+        return {"__name__": "__main__", "__builtins__": builtins,
+                "erlang": sys.modules["erlang"]}
+
+    def interrupt(self, signum, frame):
+        if self.running:
+            raise Interrupted("the Erlang caller gave up (timeout or exit)")
+
+    def serve(self):
+        while True:
+            frame = self.channel.read()
+            if frame is None:
+                return
+            reply = self.handle(frame)
+            self.channel.write(reply)
+
+    def handle(self, frame):
+        self.running = True
+        try:
+            try:
+                kind, req = decode(frame)
+                result = self.run(kind, req)
+                return encode(result)
+            except BaseException as exc:  # noqa: B902 - every failure is an answer
+                self.running = False
+                return self.error(exc)
+        finally:
+            self.running = False
+
+    def error(self, exc):
+        import traceback
+        tp = type(exc)
+        builtin = tp.__module__ == "builtins"
+        try:
+            msg = str(exc)
+        except Exception:  # noqa: BLE001
+            msg = "<exception str() failed>"
+        try:
+            tb = "".join(traceback.format_exception(tp, exc, exc.__traceback__, limit=50))
+        except Exception:  # noqa: BLE001
+            tb = ""
+        return encode((_RAW_ERROR, tp.__name__, builtin, msg, tb))
+
+    def run(self, kind, req):
+        if kind == "call":
+            _, m, f, args, kwargs = req
+            fn = self.resolve(m, f)
+            value = fn(*args, **kwargs) if kwargs else fn(*args)
+            return (OK, value)
+        if kind == "eval":
+            return (OK, self.code(req[1], req[2], "eval"))
+        if kind == "exec":
+            self.code(req[1], req[2], "exec")
+            return OK
+        if kind == "wipe":
+            self.globals.clear()
+            self.globals.update(self._namespace())
+            return OK
+        if kind == "clear_caches":
+            self.modules.clear()
+            return OK
+        if kind == "setup":
+            exec(compile(req, "<erlang_python setup>", "exec"), self._namespace())
+            self.modules.clear()
+            return OK
+        raise TypeError("unknown request")
+
+    def resolve(self, m, f):
+        if not isinstance(m, str) or not isinstance(f, str):
+            raise TypeError("module and function names must be atoms or binaries")
+        for name in (m, f):
+            if not name or "\0" in name:
+                raise ValueError("an empty name, or one holding NUL")
+        if m == "__main__":
+            head, _, rest = f.partition(".")
+            if head in self.globals:
+                obj = self.globals[head]
+            else:
+                import builtins
+                if not hasattr(builtins, head):
+                    raise NameError("name '%s' is not defined" % head)
+                obj = getattr(builtins, head)
+            return self._attrs(obj, rest)
+        mod = self.modules.get(m)
+        if mod is None:
+            import importlib
+            mod = self.modules[m] = importlib.import_module(m)
+        return self._attrs(mod, f)
+
+    @staticmethod
+    def _attrs(obj, path):
+        if path:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        return obj
+
+    def code(self, src, local_vars, mode):
+        if isinstance(src, bytes):
+            raise SyntaxError("Code is not valid UTF-8")
+        if "\0" in src:
+            raise ValueError("source code string cannot contain null bytes")
+        key = (mode, src)
+        code = self.code_cache.get(key)
+        if code is None:
+            try:
+                code = compile(src, "<string>", mode)
+            except SyntaxError:
+                if mode != "eval":
+                    raise
+                import _erlang_python
+                code = _erlang_python.split_eval(src)
+                if code is None:
+                    raise
+            if len(self.code_cache) >= 512:
+                self.code_cache.clear()
+            self.code_cache[key] = code
+        g = self.globals
+        if not local_vars:
+            return _run_code(code, g)
+        missing = object()
+        saved = {}
+        for k, v in local_vars.items():
+            if not isinstance(k, str):
+                raise TypeError("Locals keys must be atoms or binaries")
+            saved[k] = g.get(k, missing)
+            g[k] = v
+        try:
+            return _run_code(code, g)
+        finally:
+            for k, old in saved.items():
+                if g.get(k, missing) is not local_vars[k]:
+                    continue  # rebound by the code: kept
+                if old is missing:
+                    del g[k]
+                else:
+                    g[k] = old
+
+
+def _run_code(code, g):
+    if isinstance(code, tuple):  # split_eval: (statements, expression)
+        exec(code[0], g)
+        return eval(code[1], g)
+    return eval(code, g)
+
+
+def _die_with_parent(parent):
+    """The kernel kills this process when its parent (the shell) ends."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (ImportError, OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # it died before the prctl
+        os._exit(0)
+
+
+def _limit_memory(mb):
+    if mb > 0:
+        import resource
+        limit = mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def main(argv):
+    fd, parent, mb = int(argv[1]), int(argv[2]), int(argv[3])
+    _die_with_parent(parent)
+    _limit_memory(mb)
+    channel = Channel(fd)
+    sys.modules["erlang"] = _make_erlang_module(channel)
+    worker = Worker(channel)
+    signal.signal(signal.SIGUSR1, worker.interrupt)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker.serve()
+
+
+if __name__ == "__main__":
+    main(sys.argv)
