@@ -88,7 +88,7 @@ typedef struct {
     char **argv;
 } spawn_arg_t;
 
-#define ISO_SPAWN_STACK (64 * 1024)
+#define ISO_SPAWN_STACK ((size_t)64 * 1024)
 
 /* The new process, on its own small stack, sharing our memory until
  * execve (CLONE_VM | CLONE_VFORK, as posix_spawn does): only system calls.
@@ -110,7 +110,7 @@ static int spawn_child(void *p)
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || dup2(a->fd, 3) < 0 || dup2(a->status_fd, 4) < 0)
         _exit(127);
     sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    sigprocmask(SIG_SETMASK, &none, NULL); /* NOLINT(concurrency-mt-unsafe): one thread here */
     execve(a->argv[0], a->argv, environ);
     _exit(127);
 }

@@ -23,7 +23,7 @@ import sys
 LAYERS = [
     ["nif"],                                             # NIF layer
     ["pool", "watchdog", "callback", "worker", "reply", "metrics", "queue"],  # pool
-    ["exec_subinterp", "exec_thread"],                   # executors
+    ["exec_isolated", "exec_subinterp", "exec_thread"],  # executors
     ["py_exec", "py_stream", "py_channel", "py_erlang_mod"],  # Python-side code
     ["py_etf", "py_error", "py_convert", "py_buffer", "py_pid", "py_interp"],  # conversion
     ["job"],                                             # the request object

@@ -91,7 +91,7 @@ def decode(data):
     """The term in data (which starts with 131) as a Python object."""
     if not data or data[0] != 131:
         raise ValueError("not an external term")
-    value, pos = _decode(memoryview(data), 1)
+    value, pos = _decode(data, 1)
     return value
 
 
@@ -193,9 +193,14 @@ _TAGS = tuple(head + name for name in (b"bytes", b"buffer")
                            bytes([119, len(name)]), bytes([115, len(name)])))
 
 
+_ATOM_TAGS = frozenset((100, 118, 119, 115))
+
+
 def _tagged_binary(d, pos):
     """{bytes, Binary} and {buffer, Binary} at pos: (bytes, end), else None.
     (A buffer is copied into the worker process: bytes, read-only too.)"""
+    if d[pos] not in _ATOM_TAGS or d[pos + 1] not in (0, 5, 6):
+        return None
     for t in _TAGS:
         end = pos + len(t)
         if d[pos:end] == t and d[end] == 109:
