@@ -363,27 +363,36 @@ def _make_erlang_module(channel):
 class Channel:
     def __init__(self, fd):
         self.fd = fd
+        self.buf = b""  # bytes read ahead of the frame being taken
 
     def read(self):
-        """The next frame's bytes; None at the end (the pool is gone)."""
-        head = self._read_exact(4)
-        if head is None:
-            return None
-        (n,) = _unpack_len(head, 0)
-        return self._read_exact(n)
+        """The next frame's bytes; None at the end (the pool is gone).  A
+        small frame comes in one read."""
+        buf = self.buf
+        while len(buf) < 4:
+            more = self._read(65536)
+            if not more:
+                return None
+            buf += more
+        (n,) = _unpack_len(buf, 0)
+        end = 4 + n
+        if len(buf) < end:
+            acc = bytearray(buf)  # a large frame: no quadratic concatenation
+            while len(acc) < end:
+                more = self._read(end - len(acc))
+                if not more:
+                    return None
+                acc += more
+            buf = bytes(acc)
+        self.buf = buf[end:]
+        return buf[4:end]
 
-    def _read_exact(self, n):
-        chunks = []
-        while n:
+    def _read(self, n):
+        while True:
             try:
-                b = os.read(self.fd, min(n, 1 << 20))
+                return os.read(self.fd, n)
             except InterruptedError:
                 continue
-            if not b:
-                return None
-            chunks.append(b)
-            n -= len(b)
-        return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
     def write(self, payload):
         data = _pack_len(len(payload)) + payload
