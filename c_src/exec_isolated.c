@@ -92,7 +92,7 @@ static const char shell_line[] =
  * while it shares this process's memory, until execve). */
 typedef struct {
     int fd, status_fd; /* to become fds 3 and 4 */
-    char **argv;
+    char **argv, **envp;
 } spawn_arg_t;
 
 #define ISO_SPAWN_STACK ((size_t)64 * 1024)
@@ -118,8 +118,29 @@ static int spawn_child(void *p)
         _exit(127);
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL); /* NOLINT(concurrency-mt-unsafe): one thread here */
-    execve(a->argv[0], a->argv, environ);
+    execve(a->argv[0], a->argv, a->envp);
     _exit(127);
+}
+
+/* The node's environment for a worker, but a sanitizer runtime preloaded
+ * into the node (make asan) is not the worker's: Python is not built with
+ * it, and under max_memory_mb it could not even map its shadow memory.  A
+ * new array of the same strings (free the array only). */
+static char **worker_environ(void)
+{
+    size_t n = 0, k = 0;
+    char **env;
+    while (environ[n])
+        n++;
+    if (!(env = calloc(n + 1, sizeof *env)))
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        const char *e = environ[i];
+        if (strncmp(e, "LD_PRELOAD=", 11) == 0 && (strstr(e, "libasan") || strstr(e, "libubsan")))
+            continue;
+        env[k++] = environ[i];
+    }
+    return env;
 }
 
 /* A decimal number on its own line from fd; -1 at the end. */
@@ -165,7 +186,8 @@ static void *i_attach(int worker_id)
         return NULL;
     c->fd = c->status_fd = -1;
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0 ||
-        pipe2(fds + 2, O_CLOEXEC) != 0 || !(stack = malloc(ISO_SPAWN_STACK)))
+        pipe2(fds + 2, O_CLOEXEC) != 0 || !(stack = malloc(ISO_SPAWN_STACK)) ||
+        !(a.envp = worker_environ()))
         goto fail;
     snprintf(mb, sizeof mb, "%u", max_memory_mb);
     a.fd = fds[1];
@@ -177,6 +199,8 @@ static void *i_attach(int worker_id)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     free(stack);
     stack = NULL;
+    free(a.envp);
+    a.envp = NULL;
     close(fds[1]);
     close(fds[3]);
     fds[1] = fds[3] = -1;
@@ -188,6 +212,7 @@ static void *i_attach(int worker_id)
     return c;
 fail:
     free(stack);
+    free(a.envp);
     close_fds(fds, 4);
     free(c);
     return NULL;

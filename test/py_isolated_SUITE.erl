@@ -75,15 +75,34 @@ worker_pids(Config) ->
                      string:find(Cmd, "_erlang_python_worker.py") =/= nomatch,
                      string:prefix(Cmd, "/bin/sh") =:= nomatch]).
 
-%% {Pid, Command} of every process below OsPid.
+%% {Pid, Command} of every process below OsPid, read from /proc (ps is not
+%% used: under make asan's LD_PRELOAD it hangs).
 descendants(OsPid) ->
-    Out = os:cmd("ps -eo pid=,ppid=,args="),
-    Rows = [parse_ps(L) || L <- string:split(Out, "\n", all), string:trim(L) =/= ""],
+    {ok, Names} = file:list_dir("/proc"),
+    Rows = [R || N <- Names, lists:all(fun(C) -> C >= $0 andalso C =< $9 end, N),
+                 R <- [proc_row(list_to_integer(N))], R =/= none],
     below([OsPid], Rows, []).
 
-parse_ps(Line) ->
-    [P, PP | Rest] = string:lexemes(string:trim(Line), " "),
-    {list_to_integer(P), list_to_integer(PP), lists:flatten(lists:join(" ", Rest))}.
+%% {Pid, PPid, Command}, or none for a process gone meanwhile.
+proc_row(Pid) ->
+    case {proc_stat(Pid), file:read_file("/proc/" ++ integer_to_list(Pid) ++ "/cmdline")} of
+        {{_State, PPid}, {ok, Cmd}} ->
+            {Pid, PPid, binary_to_list(binary:replace(Cmd, <<0>>, <<" ">>, [global]))};
+        _ ->
+            none
+    end.
+
+%% {State letter, PPid} from /proc/Pid/stat (after the command in parentheses).
+proc_stat(Pid) ->
+    case file:read_file("/proc/" ++ integer_to_list(Pid) ++ "/stat") of
+        {ok, Stat} ->
+            {At, _} = lists:last(binary:matches(Stat, <<") ">>)),
+            After = binary:part(Stat, At + 2, byte_size(Stat) - At - 2),
+            [State, PPid | _] = binary:split(After, <<" ">>, [global]),
+            {binary_to_list(State), binary_to_integer(PPid)};
+        {error, _} ->
+            none
+    end.
 
 below([], _Rows, Acc) ->
     Acc;
@@ -91,12 +110,10 @@ below([Parent | More], Rows, Acc) ->
     Kids = [{P, Cmd} || {P, PP, Cmd} <- Rows, PP =:= Parent],
     below([P || {P, _} <- Kids] ++ More, Rows, Kids ++ Acc).
 
-%% No process left at all of the given pids (no zombie either).
+%% No process left at all of the given pids (no zombie either: a zombie
+%% keeps its /proc entry).
 gone(Pids) ->
-    Out = os:cmd("ps -eo pid="),
-    Live = [list_to_integer(string:trim(L)) || L <- string:split(Out, "\n", all),
-                                               string:trim(L) =/= ""],
-    [P || P <- Pids, lists:member(P, Live)] =:= [].
+    [P || P <- Pids, proc_stat(P) =/= none] =:= [].
 
 %% The pool is whole: every worker in service, available, nothing pending,
 %% and as many Python processes as workers (the lost ones replaced, none
@@ -341,7 +358,10 @@ node_killed_leaves_nothing(Config) ->
 
 %% A process's state letter (R: running).
 proc_state(Pid) ->
-    string:trim(os:cmd("ps -o stat= -p " ++ integer_to_list(Pid))).
+    case proc_stat(Pid) of
+        {State, _} -> State;
+        none -> "gone"
+    end.
 
 %% What isolated workers do not do yet answers a clear error.
 not_yet_supported(Config) ->
