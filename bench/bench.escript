@@ -32,6 +32,8 @@ main(Args) ->
             dist();
         ["motion" | _] ->
             motion();
+        ["isolated" | _] ->
+            isolated();
         _ ->
             Echo = start_echo(),
             latency(Echo),
@@ -40,6 +42,7 @@ main(Args) ->
             throughput(Echo),
             data(),
             motion(),
+            isolated(),
             callbacks(Echo),
             idle_cpu(),
             memory_per_worker(),
@@ -144,6 +147,100 @@ dist() ->
     row("py_dist:eval(Node, <<\"b\">>, #{b => 1 MiB}) there and back", RemoteBig, ErpcBig),
     peer:stop(Peer),
     io:format("~n").
+
+%%--------------------------------------------------------------------
+%% execution_mode isolated: a peer node whose workers are OS processes
+%%--------------------------------------------------------------------
+
+%% Timed inside the peer by a module compiled there (peer:call per call
+%% would add its own round trip); the in-process and ETF figures beside
+%% them are timed the same way, in this node.
+-define(ISO_BENCH, "
+-module(py_bench_iso).
+-export([per_call/2, crash_to_next/0]).
+per_call({call, M, Fn, A, Want}, N) ->
+    per_fun(fun() -> Want = py:call(M, Fn, A) end, N);
+per_call({eval, Code, Locals, Want}, N) ->
+    per_fun(fun() -> Want = py:eval(Code, Locals) end, N).
+per_fun(F, N) ->
+    F(),
+    T0 = erlang:monotonic_time(nanosecond),
+    loop(F, N),
+    (erlang:monotonic_time(nanosecond) - T0) / N / 1000.
+loop(_, 0) -> ok;
+loop(F, N) -> F(), loop(F, N - 1).
+%% ms from a segfault's answer to the next answered call (a new process)
+crash_to_next() ->
+    {error, {worker_exited, _}} = py:eval(<<\"__import__('ctypes').string_at(0)\">>),
+    T0 = erlang:monotonic_time(microsecond),
+    wait(T0).
+wait(T0) ->
+    case py_pool:get_stats() of
+        #{available_workers := 4} ->
+            {ok, 4.0} = py:call(math, sqrt, [16]),
+            (erlang:monotonic_time(microsecond) - T0) / 1000;
+        _ -> timer:sleep(1), wait(T0)
+    end.
+").
+
+isolated() ->
+    header("execution_mode isolated (workers in OS processes): us per call, one caller"),
+    Ebin = filename:dirname(code:which(py)),
+    {ok, Peer, _} = peer:start(#{connection => standard_io, args => ["-pa", Ebin]}),
+    ok = peer:call(Peer, application, load, [erlang_python]),
+    ok = peer:call(Peer, application, set_env, [erlang_python, execution_mode, isolated]),
+    ok = peer:call(Peer, application, set_env, [erlang_python, num_workers, 4]),
+    {ok, _} = peer:call(Peer, application, ensure_all_started, [erlang_python], 30000),
+    Mod = load_bench_module(Peer),
+    Big = binary:copy(<<"0123456789abcdef">>, 1 bsl 16), % 1 MiB
+    Map = maps:from_list([{integer_to_binary(I), I} || I <- lists:seq(1, 1000)]),
+    Local = fun(F, N) -> peer_free_per_call(F, N) end,
+    Remote = fun(F, N) -> peer:call(Peer, Mod, per_call, [F, N], 600000) end,
+    Cases = [{"py:call(math, sqrt, [16])", {call, math, sqrt, [16], {ok, 4.0}}, none, 5000},
+             {"1 MiB binary there and back (py:eval <<\"b\">>)",
+              {eval, <<"b">>, #{b => Big}, {ok, Big}},
+              fun() -> Big = binary_to_term(term_to_binary(Big)) end, 200},
+             {"1000-key map there and back (py:eval <<\"m\">>)",
+              {eval, <<"m">>, #{m => Map}, {ok, Map}},
+              fun() -> Map = binary_to_term(term_to_binary(Map)) end, 200}],
+    lists:foreach(
+      fun({Name, Call, Etf, N}) ->
+              Rounds = [{Local(local_fun(Call), N), Remote(Call, N),
+                         case Etf of none -> 1.0; _ -> Local(Etf, N) end}
+                        || _ <- lists:seq(1, 5)],
+              [In, Iso, E] = [median([element(I, R) || R <- Rounds]) || I <- [1, 2, 3]],
+              row(Name ++ "  in process", In, none),
+              row(Name ++ "  isolated", Iso, In),
+              case Name of
+                  "py:call" ++ _ -> ok;
+                  _ -> row("    term_to_binary + binary_to_term of it (ETF baseline)", E, none),
+                       io:format("    isolated / ETF round trip: ~.2fx~n", [Iso / E])
+              end
+      end, Cases),
+    Crash = [peer:call(Peer, Mod, crash_to_next, [], 60000) || _ <- lists:seq(1, 9)],
+    row("segfault to the next answered call on a new process (ms)", median(Crash), none),
+    peer:stop(Peer),
+    io:format("~n").
+
+local_fun({call, M, F, A, Want}) -> fun() -> Want = py:call(M, F, A) end;
+local_fun({eval, Code, Locals, Want}) -> fun() -> Want = py:eval(Code, Locals) end.
+
+peer_free_per_call(F, N) ->
+    F(),
+    T0 = erlang:monotonic_time(nanosecond),
+    repeat(F, N),
+    (erlang:monotonic_time(nanosecond) - T0) / N / 1000.
+
+load_bench_module(Peer) ->
+    {ok, Toks, _} = erl_scan:string(?ISO_BENCH),
+    Forms = [begin {ok, F} = erl_parse:parse_form(T), F end || T <- split_forms(Toks, [])],
+    {ok, Mod, Bin} = compile:forms(Forms, [binary]),
+    {module, Mod} = peer:call(Peer, code, load_binary, [Mod, "py_bench_iso.erl", Bin]),
+    Mod.
+
+split_forms([], []) -> [];
+split_forms([{dot, _} = D | Rest], Acc) -> [lists:reverse([D | Acc]) | split_forms(Rest, [])];
+split_forms([T | Rest], Acc) -> split_forms(Rest, [T | Acc]).
 
 %%--------------------------------------------------------------------
 %% throughput

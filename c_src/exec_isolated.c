@@ -398,6 +398,14 @@ static int is_send(const ErlNifBinary *b)
     return b->size > sizeof head && memcmp(b->data, head, sizeof head) == 0;
 }
 
+/* Whether a frame is {'$py_error_raw', ...} (as the worker encodes it). */
+static int is_raw_error(const ErlNifBinary *b)
+{
+    static const unsigned char head[] = {131, 104, 5, 119, 13, '$', 'p', 'y', '_', 'e', 'r',
+                                         'r', 'o', 'r', '_', 'r', 'a', 'w'};
+    return b->size > sizeof head && memcmp(b->data, head, sizeof head) == 0;
+}
+
 /* erlang.send from the worker: delivered at once. */
 static void deliver(const ErlNifBinary *b)
 {
@@ -413,9 +421,9 @@ static void deliver(const ErlNifBinary *b)
     enif_free_env(m);
 }
 
-/* The worker's answer as the in-process executors give it: {ok, V} and ok
- * as they are; {'$py_error_raw', Name, Builtin, Msg, Tb} as
- * {'$py_error', {Type, Msg}, Tb}, Type by py_error.c's rules. */
+/* A failure as the in-process executors give it: {'$py_error_raw', Name,
+ * Builtin, Msg, Tb} as {'$py_error', {Type, Msg}, Tb}, Type by py_error.c's
+ * rules.  (Other answers go to the caller undecoded: {'$py_etf_safe', Bin}.) */
 static ERL_NIF_TERM answer(ErlNifEnv *env, ERL_NIF_TERM t)
 {
     const ERL_NIF_TERM *el;
@@ -485,6 +493,12 @@ static ERL_NIF_TERM i_run(void *ctx, pyn_job_t *j)
             deliver(&bin);
             enif_release_binary(&bin);
             continue;
+        }
+        if (!is_raw_error(&bin)) {
+            /* The answer is decoded by the caller: this thread is no
+             * scheduler, and OTP 25 builds large maps badly (it crashed)
+             * outside one.  The frame binary becomes the term: no copy. */
+            return enif_make_tuple2(env, ATOMS.py_etf_safe, enif_make_binary(env, &bin));
         }
         /* SAFE: a worker makes no atoms (type names come as binaries). */
         if (!enif_binary_to_term(env, bin.data, bin.size, &t, ERL_NIF_BIN2TERM_SAFE)) {

@@ -907,6 +907,13 @@ flush(Ref) ->
 result({'$py_error', Error, Traceback}) ->
     put(?TRACEBACK, Traceback),
     {error, Error};
+result({'$py_etf_safe', Bin}) ->
+    %% An isolated worker's answer (c_src/exec_isolated.c), decoded here: it
+    %% makes no atom a node does not have.
+    try binary_to_term(Bin, [safe])
+    catch error:badarg -> {error, {'TypeError', <<"the isolated worker's answer holds an atom "
+                                                 "this node does not know">>}}
+    end;
 result({'$py_etf', Bin}) ->
     %% A result holding large dicts, encoded by the worker (c_src/py_etf.c).
     binary_to_term(Bin);
