@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -46,6 +47,7 @@ typedef struct {
     int fd;          /* this end of the socket pair; -1 once closed */
     int status_fd;   /* the shell's reports: the pid, then the exit status */
     int lost;        /* the process is gone (or was killed): no more jobs */
+    int eof;         /* atomic: its socket closed (it ended; only it held fd 3) */
     int reaped;      /* its end reported (reap) */
     ERL_NIF_TERM why; /* in why_env: the exit reason, once lost */
     ErlNifEnv *why_env;
@@ -86,7 +88,7 @@ static int i_boot(char *err, size_t errlen)
  * kernel, the worker by the shell: no zombie is left. */
 static const char shell_line[] =
     "exec 5>&2 2>/dev/null; \"$0\" \"$1\" \"$2\" 3 $$ \"$3\" 2>&5 4>&- 5>&- & "
-    "echo $! >&4; wait $!; echo $? >&4";
+    "exec 3>&-; echo $! >&4; wait $!; echo $? >&4";
 
 /* What the new process needs before it becomes the shell (read by it
  * while it shares this process's memory, until execve). */
@@ -114,8 +116,18 @@ static int spawn_child(void *p)
     for (int sig = 1; sig < NSIG; sig++)
         if (sig != SIGKILL && sig != SIGSTOP)
             sigaction(sig, &dfl, NULL);
+    /* Ignored until the worker installs its handler (an early interrupt
+     * must not kill it); ignored signals stay so across execve. */
+    dfl.sa_handler = SIG_IGN;
+    sigaction(SIGUSR1, &dfl, NULL);
+    /* Both fds are 5 or above (i_attach): the dup2s cannot clobber them. */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || dup2(a->fd, 3) < 0 || dup2(a->status_fd, 4) < 0)
         _exit(127);
+#ifdef SYS_close_range
+    /* None of the node's other fds (sockets, files) may live on in the
+     * worker: a socket the node closes would stay open there. */
+    syscall(SYS_close_range, 5U, ~0U, 0U);
+#endif
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL); /* NOLINT(concurrency-mt-unsafe): one thread here */
     execve(a->argv[0], a->argv, a->envp);
@@ -190,6 +202,17 @@ static void *i_attach(int worker_id)
         !(a.envp = worker_environ()))
         goto fail;
     snprintf(mb, sizeof mb, "%u", max_memory_mb);
+    /* The child's ends numbered 5 or above, so that its dup2 to 3 and 4
+     * never meets one of them. */
+    for (int i = 1; i < 4; i += 2) {
+        if (fds[i] < 5) {
+            int moved = fcntl(fds[i], F_DUPFD_CLOEXEC, 5);
+            if (moved < 0)
+                goto fail;
+            close(fds[i]);
+            fds[i] = moved;
+        }
+    }
     a.fd = fds[1];
     a.status_fd = fds[3];
     /* No handler of ours may run in the child before it has reset them. */
@@ -248,7 +271,8 @@ static void lose(iso_ctx_t *c)
         close(c->fd);
         c->fd = -1;
     }
-    if (!c->reaped)
+    /* After the end of its socket it is gone: its pid may be another's. */
+    if (!c->reaped && !__atomic_load_n(&c->eof, __ATOMIC_ACQUIRE))
         kill(c->pid, SIGKILL);
     reap(c);
     c->lost = 1;
@@ -357,6 +381,8 @@ static int fill(iso_ctx_t *c)
             }
         }
     }
+    if (k == 0)
+        __atomic_store_n(&c->eof, 1, __ATOMIC_RELEASE);
     if (k <= 0)
         return -1;
     c->rlen += (size_t)k;
@@ -524,7 +550,8 @@ static void i_release_deferred(void *ctx)
 static void i_interrupt(void *ctx, pyn_worker_t *w, int (*claim)(pyn_worker_t *w))
 {
     iso_ctx_t *c = ctx;
-    if (claim(w) && !__atomic_load_n(&c->reaped, __ATOMIC_ACQUIRE))
+    if (claim(w) && !__atomic_load_n(&c->reaped, __ATOMIC_ACQUIRE) &&
+        !__atomic_load_n(&c->eof, __ATOMIC_ACQUIRE))
         kill(c->pid, SIGUSR1);
 }
 
@@ -539,7 +566,7 @@ static void i_clear_interrupt(void *ctx)
 static void i_abandon(void *ctx)
 {
     iso_ctx_t *c = ctx;
-    if (!__atomic_load_n(&c->reaped, __ATOMIC_ACQUIRE))
+    if (!__atomic_load_n(&c->reaped, __ATOMIC_ACQUIRE) && !__atomic_load_n(&c->eof, __ATOMIC_ACQUIRE))
         kill(c->pid, SIGKILL);
 }
 

@@ -360,9 +360,14 @@ def _make_erlang_module(channel):
 
 # ---- framing ---------------------------------------------------------------
 
+_USR1 = {signal.SIGUSR1}
+
+
 class Channel:
     def __init__(self, fd):
+        import threading
         self.fd = fd
+        self.lock = threading.Lock()
         self.buf = b""  # bytes read ahead of the frame being taken
 
     def read(self):
@@ -395,11 +400,19 @@ class Channel:
                 continue
 
     def write(self, payload):
+        """One frame, whole: threads take turns (erlang.send from a
+        thread), and no interrupt cuts it short (SIGUSR1 is held back while
+        it is written)."""
         data = _pack_len(len(payload)) + payload
-        view = memoryview(data)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
+        with self.lock:
+            signal.pthread_sigmask(signal.SIG_BLOCK, _USR1)
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(self.fd, view)
+                    view = view[n:]
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _USR1)
 
 
 # ---- running requests --------------------------------------------------------
@@ -431,15 +444,14 @@ class Worker:
             self.channel.write(reply)
 
     def handle(self, frame):
-        self.running = True
         try:
-            try:
-                kind, req = decode(frame)
-                result = self.run(kind, req)
-                return encode(result)
-            except BaseException as exc:  # noqa: B902 - every failure is an answer
-                self.running = False
-                return self.error(exc)
+            self.running = True  # inside the try: an interrupt lands in it
+            kind, req = decode(frame)
+            result = self.run(kind, req)
+            return encode(result)
+        except BaseException as exc:  # noqa: B902 - every failure is an answer
+            self.running = False
+            return self.error(exc)
         finally:
             self.running = False
 
@@ -580,6 +592,7 @@ def _limit_memory(mb):
 
 def main(argv):
     fd, parent, mb = int(argv[1]), int(argv[2]), int(argv[3])
+    os.set_inheritable(fd, False)  # not passed on to programs it starts
     _die_with_parent(parent)
     _limit_memory(mb)
     channel = Channel(fd)
