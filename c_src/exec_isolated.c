@@ -25,7 +25,6 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -35,10 +34,6 @@
 
 extern char **environ;
 
-/* How long the worker thread polls for an answer before it blocks: not at
- * all (measured: with the caller, the worker thread and the process on two
- * cores, polling made small calls slower). */
-#define ISO_POLL_NS 0L
 /* Frames past this size are refused (a broken or hostile process). */
 #define ISO_MAX_FRAME (1u << 31)
 
@@ -352,13 +347,11 @@ static int send_frame(iso_ctx_t *c, ErlNifEnv *env, ERL_NIF_TERM t)
 
 /* The next frame, in bin (the caller releases it).  -1: the process is
  * gone, or the frame is too large to be one of ours. */
-/* Waits for bytes on c->fd into c->rbuf (after what is there): polls
- * first, for up to ISO_POLL_NS (a worker answers a small call in a few
- * microseconds, and waking a blocked thread costs more here), then
- * blocks.  -1 once the process is gone. */
+/* Waits (blocking) for bytes on c->fd into c->rbuf, after what is there.
+ * -1 once the process is gone.  (Polling first was measured slower: the
+ * caller, this thread and the process share two cores.) */
 static int fill(iso_ctx_t *c)
 {
-    struct timespec t0, t;
     ssize_t k;
 
     if (c->rpos > 0) {
@@ -366,21 +359,9 @@ static int fill(iso_ctx_t *c)
         c->rlen -= c->rpos;
         c->rpos = 0;
     }
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (unsigned i = 0;; i++) {
-        k = recv(c->fd, c->rbuf + c->rlen, sizeof c->rbuf - c->rlen, MSG_DONTWAIT);
-        if (k > 0 || k == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-            break;
-        if ((i & 15) == 15) {
-            clock_gettime(CLOCK_MONOTONIC, &t);
-            if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > ISO_POLL_NS) {
-                do
-                    k = recv(c->fd, c->rbuf + c->rlen, sizeof c->rbuf - c->rlen, 0);
-                while (k < 0 && errno == EINTR);
-                break;
-            }
-        }
-    }
+    do
+        k = recv(c->fd, c->rbuf + c->rlen, sizeof c->rbuf - c->rlen, 0);
+    while (k < 0 && errno == EINTR);
     if (k == 0)
         __atomic_store_n(&c->eof, 1, __ATOMIC_RELEASE);
     if (k <= 0)

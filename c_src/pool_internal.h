@@ -167,6 +167,9 @@ void start_job(pyn_worker_t *w, pyn_job_t *j);
 /* Takes w out of service: answers its queued jobs (onto *dropped) and the
  * jobs it runs.  1 if the table reference must then be released. */
 int retire_locked(ErlNifEnv *env, pyn_worker_t *w, ERL_NIF_TERM reason, pyn_job_t **dropped);
+/* Lock held: tells the pool process that worker w was lost (retired here,
+ * not by the pool), so that it starts a replacement (queue.c). */
+void tell_pool_lost_locked(pyn_worker_t *w);
 /* The job type's down callback: its caller died. */
 void pyn_job_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon);
 

@@ -544,6 +544,17 @@ static void fold_metrics_locked(const pyn_wmetrics_t *m)
         P.retired.hist[i] += m->hist[i];
 }
 
+void tell_pool_lost_locked(pyn_worker_t *w)
+{
+    ErlNifEnv *m;
+    if (!P.has_pool)
+        return;
+    m = enif_alloc_env();
+    enif_send(NULL, &P.pool_pid, m,
+              enif_make_tuple2(m, ATOMS.py_worker_lost, enif_make_int(m, w->id)));
+    enif_free_env(m);
+}
+
 int retire_locked(ErlNifEnv *env, pyn_worker_t *w, ERL_NIF_TERM reason,
                          pyn_job_t **dropped)
 {

@@ -51,12 +51,7 @@ static void abandon_locked(pyn_worker_t *w)
     retire_locked(NULL, w, ATOMS.worker_crashed, &dropped);
     if (P.ex->abandon)
         P.ex->abandon(w->ex_ctx);
-    if (P.has_pool) {
-        ErlNifEnv *m = enif_alloc_env();
-        ERL_NIF_TERM msg = enif_make_tuple2(m, ATOMS.py_worker_lost, enif_make_int(m, w->id));
-        enif_send(NULL, &P.pool_pid, m, msg);
-        enif_free_env(m);
-    }
+    tell_pool_lost_locked(w);
     pthread_mutex_unlock(&P.lock);
     release_dropped(NULL, dropped);
     enif_release_resource(w); /* the table's reference */

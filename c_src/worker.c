@@ -74,12 +74,8 @@ static void lose_worker(pyn_worker_t *w)
 
     pthread_mutex_lock(&P.lock);
     rel = retire_locked(NULL, w, ATOMS.worker_crashed, &dropped);
-    if (rel && P.has_pool) {
-        ErlNifEnv *m = enif_alloc_env();
-        ERL_NIF_TERM msg = enif_make_tuple2(m, ATOMS.py_worker_lost, enif_make_int(m, w->id));
-        enif_send(NULL, &P.pool_pid, m, msg);
-        enif_free_env(m);
-    }
+    if (rel)
+        tell_pool_lost_locked(w);
     pthread_mutex_unlock(&P.lock);
     release_dropped(NULL, dropped);
     if (rel)
