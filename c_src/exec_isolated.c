@@ -18,10 +18,13 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -37,9 +40,19 @@ extern char **environ;
 /* Frames past this size are refused (a broken or hostile process). */
 #define ISO_MAX_FRAME (1u << 31)
 
+/* A page shared with the process (a memfd, its fd 6): the number of the
+ * request an interrupt is meant for, read by the worker's SIGUSR1 handler,
+ * so that a signal sent as one request ends never fires in the next. */
+typedef struct {
+    uint32_t interrupt_seq;
+} iso_shared_t;
+
 typedef struct {
     pid_t pid;       /* the Python process */
     int fd;          /* this end of the socket pair; -1 once closed */
+    iso_shared_t *shared; /* mapped; NULL if mapping failed */
+    pthread_mutex_t sig_lock; /* seq and the sending of requests vs interrupts */
+    uint32_t seq;    /* requests sent: the number of the one running */
     int status_fd;   /* the shell's reports: the pid, then the exit status */
     int lost;        /* the process is gone (or was killed): no more jobs */
     int eof;         /* atomic: its socket closed (it ended; only it held fd 3) */
@@ -82,13 +95,13 @@ static int i_boot(char *err, size_t errlen)
  * ("Segmentation fault") to itself.  The shell is reaped by the
  * kernel, the worker by the shell: no zombie is left. */
 static const char shell_line[] =
-    "exec 5>&2 2>/dev/null; \"$0\" \"$1\" \"$2\" 3 $$ \"$3\" 2>&5 4>&- 5>&- & "
+    "exec 5>&2 2>/dev/null; \"$0\" \"$1\" \"$2\" 3 $$ \"$3\" 6 2>&5 4>&- 5>&- & "
     "exec 3>&-; echo $! >&4; wait $!; echo $? >&4";
 
 /* What the new process needs before it becomes the shell (read by it
  * while it shares this process's memory, until execve). */
 typedef struct {
-    int fd, status_fd; /* to become fds 3 and 4 */
+    int fd, status_fd, shared_fd; /* to become fds 3, 4 and 6 */
     char **argv, **envp;
 } spawn_arg_t;
 
@@ -115,13 +128,15 @@ static int spawn_child(void *p)
      * must not kill it); ignored signals stay so across execve. */
     dfl.sa_handler = SIG_IGN;
     sigaction(SIGUSR1, &dfl, NULL);
-    /* Both fds are 5 or above (i_attach): the dup2s cannot clobber them. */
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || dup2(a->fd, 3) < 0 || dup2(a->status_fd, 4) < 0)
+    /* The fds are 7 or above (i_attach): the dup2s cannot clobber them. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || dup2(a->fd, 3) < 0 || dup2(a->status_fd, 4) < 0 ||
+        dup2(a->shared_fd, 6) < 0)
         _exit(127);
+    close(5); /* the shell's own */
 #ifdef SYS_close_range
     /* None of the node's other fds (sockets, files) may live on in the
      * worker: a socket the node closes would stay open there. */
-    syscall(SYS_close_range, 5U, ~0U, 0U);
+    syscall(SYS_close_range, 7U, ~0U, 0U);
 #endif
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL); /* NOLINT(concurrency-mt-unsafe): one thread here */
@@ -179,9 +194,11 @@ static void close_fds(int *fds, int n)
 static void *i_attach(int worker_id)
 {
     iso_ctx_t *c = calloc(1, sizeof *c);
-    int fds[4] = {-1, -1, -1, -1}; /* socket pair, status pipe */
+    int fds[5] = {-1, -1, -1, -1, -1}; /* socket pair, status pipe, shared page */
     char mb[32];
     char *argv[] = {"/bin/sh", "-c", (char *)shell_line, program, "-u", script, mb, NULL};
+    static const int child_ends[] = {1, 3, 4};
+    void *page;
     spawn_arg_t a = {.argv = argv};
     sigset_t all, old;
     char *stack = NULL;
@@ -192,16 +209,23 @@ static void *i_attach(int worker_id)
     if (!c)
         return NULL;
     c->fd = c->status_fd = -1;
+    pthread_mutex_init(&c->sig_lock, NULL);
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0 ||
-        pipe2(fds + 2, O_CLOEXEC) != 0 || !(stack = malloc(ISO_SPAWN_STACK)) ||
-        !(a.envp = worker_environ()))
+        pipe2(fds + 2, O_CLOEXEC) != 0 ||
+        (fds[4] = memfd_create("erlang_python_worker", MFD_CLOEXEC)) < 0 ||
+        ftruncate(fds[4], (off_t)sizeof(iso_shared_t)) != 0 ||
+        (page = mmap(NULL, sizeof(iso_shared_t), PROT_READ | PROT_WRITE, MAP_SHARED, fds[4], 0)) ==
+            MAP_FAILED ||
+        !(stack = malloc(ISO_SPAWN_STACK)) || !(a.envp = worker_environ()))
         goto fail;
+    c->shared = page;
     snprintf(mb, sizeof mb, "%u", max_memory_mb);
-    /* The child's ends numbered 5 or above, so that its dup2 to 3 and 4
-     * never meets one of them. */
-    for (int i = 1; i < 4; i += 2) {
-        if (fds[i] < 5) {
-            int moved = fcntl(fds[i], F_DUPFD_CLOEXEC, 5);
+    /* The child's ends numbered 7 or above, so that its dup2 to 3, 4 and
+     * 6 never meets one of them. */
+    for (size_t k = 0; k < sizeof child_ends / sizeof child_ends[0]; k++) {
+        int i = child_ends[k];
+        if (fds[i] < 7) {
+            int moved = fcntl(fds[i], F_DUPFD_CLOEXEC, 7);
             if (moved < 0)
                 goto fail;
             close(fds[i]);
@@ -210,6 +234,7 @@ static void *i_attach(int worker_id)
     }
     a.fd = fds[1];
     a.status_fd = fds[3];
+    a.shared_fd = fds[4];
     /* No handler of ours may run in the child before it has reset them. */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -221,7 +246,8 @@ static void *i_attach(int worker_id)
     a.envp = NULL;
     close(fds[1]);
     close(fds[3]);
-    fds[1] = fds[3] = -1;
+    close(fds[4]);
+    fds[1] = fds[3] = fds[4] = -1;
     if (shell < 0 || (pid = read_number(fds[2])) <= 0)
         goto fail;
     c->pid = (pid_t)pid;
@@ -231,7 +257,10 @@ static void *i_attach(int worker_id)
 fail:
     free(stack);
     free(a.envp);
-    close_fds(fds, 4);
+    close_fds(fds, 5);
+    if (c->shared)
+        munmap(c->shared, sizeof(iso_shared_t));
+    pthread_mutex_destroy(&c->sig_lock);
     free(c);
     return NULL;
 }
@@ -281,6 +310,9 @@ static void i_detach(void *ctx)
     lose(c);
     if (c->why_env)
         enif_free_env(c->why_env);
+    if (c->shared)
+        munmap(c->shared, sizeof(iso_shared_t));
+    pthread_mutex_destroy(&c->sig_lock);
     free(c);
 }
 
@@ -472,6 +504,7 @@ static ERL_NIF_TERM i_run(void *ctx, pyn_job_t *j)
     ErlNifEnv *env = j->env;
     ERL_NIF_TERM kind, req, t;
     ErlNifBinary bin;
+    int sent;
 
     switch (j->kind) {
     case PYN_JOB_CALL: kind = ATOMS.call; break;
@@ -491,7 +524,13 @@ static ERL_NIF_TERM i_run(void *ctx, pyn_job_t *j)
         return exited(c, env);
     /* Control jobs but setup carry no request. */
     req = j->kind == PYN_JOB_WIPE || j->kind == PYN_JOB_CLEAR_CACHES ? ATOMS.none : j->req;
-    if (send_frame(c, env, enif_make_tuple2(env, kind, req)) != 0)
+    /* Numbered as the worker counts them; no interrupt meant for the
+     * request before is sent meanwhile (i_interrupt). */
+    pthread_mutex_lock(&c->sig_lock);
+    c->seq++;
+    sent = send_frame(c, env, enif_make_tuple2(env, kind, req));
+    pthread_mutex_unlock(&c->sig_lock);
+    if (sent != 0)
         return exited(c, env);
     for (;;) {
         if (recv_frame(c, &bin) != 0)
@@ -528,12 +567,21 @@ static void i_release_deferred(void *ctx)
     (void)ctx;
 }
 
+/* While claim holds, the job's request is the last one sent, and no other
+ * is sent until the signal is (sig_lock): the page names that request, and
+ * the worker's handler raises only while it runs that one (its answer may
+ * be on its way already: then the signal finds the worker idle, or at the
+ * next request, and is dropped). */
 static void i_interrupt(void *ctx, pyn_worker_t *w, int (*claim)(pyn_worker_t *w))
 {
     iso_ctx_t *c = ctx;
+    pthread_mutex_lock(&c->sig_lock);
     if (claim(w) && !__atomic_load_n(&c->reaped, __ATOMIC_ACQUIRE) &&
-        !__atomic_load_n(&c->eof, __ATOMIC_ACQUIRE))
+        !__atomic_load_n(&c->eof, __ATOMIC_ACQUIRE)) {
+        __atomic_store_n(&c->shared->interrupt_seq, c->seq, __ATOMIC_SEQ_CST);
         kill(c->pid, SIGUSR1);
+    }
+    pthread_mutex_unlock(&c->sig_lock);
 }
 
 static void i_clear_interrupt(void *ctx)

@@ -24,7 +24,8 @@
          contexts/1, timeout_interrupts/1, gil_holding_loop_killed/1,
          segfault/1, abort/1, exit_code/1, killed_from_outside/1, memory_cap/1,
          others_unaffected/1, hundred_crashes/1, app_stop_leaves_nothing/1,
-         node_killed_leaves_nothing/1, not_yet_supported/1]).
+         node_killed_leaves_nothing/1, not_yet_supported/1, stray_signal_ignored/1,
+         forked_child_holds_nothing/1]).
 -export([peer_fault/1, peer_contexts/0, peer_others_unaffected/0, peer_hundred_crashes/0]).
 
 -define(APP, erlang_python).
@@ -40,7 +41,8 @@ all() ->
      timeout_interrupts, gil_holding_loop_killed,
      segfault, abort, exit_code, killed_from_outside, memory_cap,
      others_unaffected, hundred_crashes, app_stop_leaves_nothing,
-     node_killed_leaves_nothing, not_yet_supported].
+     node_killed_leaves_nothing, not_yet_supported, stray_signal_ignored,
+     forked_child_holds_nothing].
 
 init_per_testcase(_Case, Config) ->
     {Peer, OsPid} = start_peer(),
@@ -279,6 +281,13 @@ peer_fault(sigkill) ->
     Reply = py:ctx_eval(Ctx, <<"__import__('time').sleep(20)">>),
     receive killed -> ok end,
     {Reply, Ctx};
+peer_fault(forked) ->
+    {ok, Ctx} = py:bind(new),
+    {ok, Child} = py:ctx_eval(Ctx, <<"(lambda os, time: os.fork() or (time.sleep(60), os._exit(0)))"
+                                           "(__import__('os'), __import__('time'))">>),
+    Child =:= 0 andalso error(fork_failed),
+    Reply = py:ctx_eval(Ctx, <<"__import__('ctypes').string_at(0)">>, #{}, 20000),
+    {Reply, Ctx, Child};
 peer_fault(traceback) ->
     {error, _} = py:eval(<<"1/0">>),
     py:last_traceback();
@@ -362,6 +371,36 @@ proc_state(Pid) ->
         {State, _} -> State;
         none -> "gone"
     end.
+
+%% A SIGUSR1 that is no interrupt of the pool's (here the code's own) does
+%% not raise erlang.Interrupted: the worker raises only for the request the
+%% shared page names (so an interrupt sent as one request ends never fires
+%% in the next one).
+stray_signal_ignored(Config) ->
+    Code = <<"(lambda os, time: os.kill(os.getpid(), 10) or time.sleep(0.05) or 7)"
+             "(__import__('os'), __import__('time'))">>,
+    ?assertEqual({ok, 7}, call(Config, py, eval, [Code])),
+    %% An interrupt of the pool's still lands.
+    ?assertEqual({error, timeout},
+                 call(Config, py, eval, [<<"__import__('time').sleep(30)">>, #{}, 200])),
+    assert_whole(Config).
+
+%% A process forked by the worker keeps neither its socket nor its page
+%% (closed at fork): when the worker dies the caller learns it at once,
+%% though the child lives on (here it is the test that ends it).
+forked_child_holds_nothing(Config) ->
+    {Reply, Ctx, Child} = peer:call(?config(peer, Config), ?MODULE, peer_fault, [forked], 60000),
+    try
+        ?assertEqual({error, {worker_exited, {signal, 11}}}, Reply),
+        ?assertNotEqual(none, proc_stat(Child)),
+        after_fault(Config, Ctx)
+    after
+        os:cmd("kill -9 " ++ integer_to_list(Child))
+    end,
+    %% (Dead: gone, or a zombie of whatever adopted it; not ours to reap.)
+    ok = py_test_lib:wait_until(fun() -> S = proc_stat(Child),
+                                         {S =:= none orelse element(1, S) =:= "Z", S}
+                                end, 5000, child_alive).
 
 %% What isolated workers do not do yet answers a clear error.
 not_yet_supported(Config) ->

@@ -29,9 +29,11 @@ main(Args) ->
     Result = ct:run_testspec(Spec),
     case Result of
         {Ok, Failed, {UserSkipped, AutoSkipped}} ->
-            print_failures(LogDir),
+            FailedCases = print_failures(LogDir),
             io:format("~nct: Python ~s, execution_mode ~s~n", [Python, Mode]),
             [io:format("ct: excluded ~s:~s: ~s~n", [S, C, W]) || {S, C, W} <- Excluded],
+            %% Last, one line each: a CI log cut in the middle keeps its tail.
+            [io:format("ct: FAILED ~ts~n", [C]) || C <- FailedCases],
             io:format("~nct: ~b passed, ~b failed, ~b skipped~n",
                       [Ok, Failed, UserSkipped + AutoSkipped]),
             halt(case Failed + AutoSkipped of 0 -> 0; _ -> 1 end);
@@ -77,36 +79,36 @@ excluded(Python, Minor, Mode) ->
       "execution_mode subinterp lifts (docs/scalability.md)"} || Mode =/= subinterp].
 
 %% Every case of the newest run whose result is not ok or skipped, with
-%% the first lines of its reason, so a CI log's tail names what failed.
+%% the first lines of its reason; returns the names of those cases.
 print_failures(LogDir) ->
     case lists:sort(filelib:wildcard(filename:join(LogDir, "ct_run.*"))) of
-        [] -> ok;
+        [] -> [];
         Runs ->
             Logs = filelib:wildcard(filename:join([lists:last(Runs), "*", "run.*", "suite.log"])),
-            lists:foreach(fun print_log_failures/1, lists:sort(Logs))
+            lists:append([print_log_failures(L) || L <- lists:sort(Logs)])
     end.
 
 print_log_failures(Log) ->
     {ok, Bin} = file:read_file(Log),
     Lines = string:split(Bin, "\n", all),
-    failures(Lines, undefined).
+    failures(Lines, undefined, []).
 
-failures([], _Case) -> ok;
-failures([<<"=case", Rest/binary>> | T], _Case) ->
-    failures(T, string:trim(Rest));
-failures([<<"=result", Rest/binary>> | T], Case) ->
+failures([], _Case, Acc) -> lists:reverse(Acc);
+failures([<<"=case", Rest/binary>> | T], _Case, Acc) ->
+    failures(T, string:trim(Rest), Acc);
+failures([<<"=result", Rest/binary>> | T], Case, Acc) ->
     Result = string:trim(Rest),
     case Result of
-        <<"ok", _/binary>> -> ok;
-        <<"skipped", _/binary>> -> ok;
+        <<"ok", _/binary>> -> failures(T, Case, Acc);
+        <<"skipped", _/binary>> -> failures(T, Case, Acc);
         _ ->
             More = lists:sublist(lists:takewhile(fun(L) -> not is_field(L) end, T), 12),
             io:format("~nFAILED ~ts: ~ts~n~ts~n",
-                      [Case, Result, lists:join("\n", More)])
-    end,
-    failures(T, Case);
-failures([_ | T], Case) ->
-    failures(T, Case).
+                      [Case, Result, lists:join("\n", More)]),
+            failures(T, Case, [Case | Acc])
+    end;
+failures([_ | T], Case, Acc) ->
+    failures(T, Case, Acc).
 
 is_field(<<"=", _/binary>>) -> true;
 is_field(_) -> false.

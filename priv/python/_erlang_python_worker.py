@@ -1,10 +1,12 @@
 """The program of an isolated worker (execution_mode isolated): CPython in an
 OS process of its own, run by one worker of the pool (c_src/exec_isolated.c).
 
-    python3 _erlang_python_worker.py FD PARENT_PID MAX_MEMORY_MB
+    python3 _erlang_python_worker.py FD PARENT_PID MAX_MEMORY_MB SHARED_FD
 
 FD is this end of a socket pair; PARENT_PID the shell that started this
-process and reports its exit status to the pool.  Each message either way is a frame: a
+process and reports its exit status to the pool; SHARED_FD a page shared
+with the pool (its first 32-bit word, native order: the number of the
+request an interrupt is meant for, requests counted from 1).  Each message either way is a frame: a
 4-byte big-endian length, then one term in Erlang's external term format.
 
   pool -> worker   {Kind, Request}     Kind: call | eval | exec | setup |
@@ -14,8 +16,10 @@ process and reports its exit status to the pool.  Each message either way is a f
                    {'$py_error_raw', TypeName, Builtin, Message, Traceback}
                    {'$py_send', Pid, Message}   erlang.send, then go on
 
-SIGUSR1 interrupts the request that runs (erlang.Interrupted is raised in
-it, as the in-process interrupt does).  The worker exits when the pool's end
+SIGUSR1 interrupts the request that runs if the page names it
+(erlang.Interrupted is raised in it, as the in-process interrupt does); a
+signal meant for a request that has ended is dropped.  A process forked
+from the worker closes FD and SHARED_FD: only the worker talks on them.  The worker exits when the pool's end
 of the socket closes, and is killed by the kernel when its shell ends
 (PR_SET_PDEATHSIG), which is killed when the pool's thread that started it
 ends: none outlives the node.
@@ -35,6 +39,7 @@ _pack_len = struct.Struct(">I").pack
 _unpack_len = struct.Struct(">I").unpack_from
 _unpack_float = struct.Struct(">d").unpack_from
 _pack_float = struct.Struct(">d").pack
+_unpack_seq = struct.Struct("=I").unpack_from
 
 
 class Pid:
@@ -418,8 +423,10 @@ class Channel:
 # ---- running requests --------------------------------------------------------
 
 class Worker:
-    def __init__(self, channel):
+    def __init__(self, channel, shared):
         self.channel = channel
+        self.shared = shared  # the page: interrupt_seq at offset 0
+        self.seq = 0  # requests read
         self.running = False
         self.modules = {}
         self.code_cache = {}
@@ -432,7 +439,7 @@ class Worker:
                 "erlang": sys.modules["erlang"]}
 
     def interrupt(self, signum, frame):
-        if self.running:
+        if self.running and _unpack_seq(self.shared, 0)[0] == self.seq & 0xFFFFFFFF:
             raise Interrupted("the Erlang caller gave up (timeout or exit)")
 
     def serve(self):
@@ -440,6 +447,7 @@ class Worker:
             frame = self.channel.read()
             if frame is None:
                 return
+            self.seq += 1
             reply = self.handle(frame)
             self.channel.write(reply)
 
@@ -590,14 +598,30 @@ def _limit_memory(mb):
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+def _close_in_child(*fds):
+    def close():
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    os.register_at_fork(after_in_child=close)
+
+
 def main(argv):
-    fd, parent, mb = int(argv[1]), int(argv[2]), int(argv[3])
+    import mmap
+    fd, parent, mb, shared_fd = int(argv[1]), int(argv[2]), int(argv[3]), int(argv[4])
     os.set_inheritable(fd, False)  # not passed on to programs it starts
+    os.set_inheritable(shared_fd, False)
+    shared = mmap.mmap(shared_fd, 4, mmap.MAP_SHARED, mmap.PROT_READ)
+    # A forked child holding the socket would keep the pool from seeing
+    # this worker end, and could break its frames.
+    _close_in_child(fd, shared_fd)
     _die_with_parent(parent)
     _limit_memory(mb)
     channel = Channel(fd)
     sys.modules["erlang"] = _make_erlang_module(channel)
-    worker = Worker(channel)
+    worker = Worker(channel, shared)
     signal.signal(signal.SIGUSR1, worker.interrupt)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     worker.serve()
