@@ -228,32 +228,37 @@ remaining(D) -> max(0, D - erlang:monotonic_time(millisecond)).
 
 %% The generator is closed (the sink is stopped already).  If it waits for
 %% credit it sees the stop at once and closes itself: this process waits
-%% for that (so that no interrupt cuts its finally blocks short).  If it is
-%% running Python code it is interrupted there (its finally blocks run).
-%% Either way the worker is free within milliseconds.
+%% for that (so that no interrupt cuts its finally blocks short), serving
+%% their callbacks.  A callback being served then is left to finish: it may
+%% be the finally block's own, which can reach this process before the
+%% cancel does.  If the generator is running Python code it is interrupted
+%% there (its finally blocks run), and a callback it waits for is stopped,
+%% as for a call whose caller gave up.  Either way the worker is free within
+%% milliseconds.
 stop_job(#{job := Job, ref := Ref, serving := Serving, sink := Sink}) ->
-    case Serving of
-        none -> ok;
-        Pid -> exit(Pid, kill)
-    end,
     _ = case py_nif:stream_info(Sink) of
-            {true, _, _, _} -> close_wait(Ref, Job, deadline(?CLOSE_WAIT));
-            _ -> py_nif:cancel(Job)
+            {true, _, _, _} ->
+                close_wait(Ref, Job, deadline(?CLOSE_WAIT), Serving);
+            _ ->
+                stop_serving(Serving),
+                py_nif:cancel(Job)
         end,
     ok.
 
-%% The generator's finally blocks may call back (erlang.call): those are
-%% served while it closes.
-close_wait(Ref, Job, Deadline) ->
+close_wait(Ref, Job, Deadline, Serving) ->
     receive
         {Ref, {'$py_cb', ReplyTo, Name, Args}} ->
-            _ = spawn(py_callback, serve, [ReplyTo, element(1, ReplyTo), Name, Args]),
-            close_wait(Ref, Job, Deadline);
+            Pid = spawn(py_callback, serve, [ReplyTo, element(1, ReplyTo), Name, Args]),
+            close_wait(Ref, Job, Deadline, Pid);
         {Ref, _} ->
             ok
     after remaining(Deadline) ->
+        stop_serving(Serving),
         py_nif:cancel(Job)
     end.
+
+stop_serving(none) -> ok;
+stop_serving(Pid) -> exit(Pid, kill).
 
 finish(Sink, ok) ->
     _ = py_nif:stream_end(Sink, done),

@@ -11,7 +11,7 @@
          window_bounds_mailbox/1, window_option/1, window_infinity/1, ack_many/1,
          cancel_while_waiting/1, cancel_while_running/1, cancel_async/1,
          never_ahead_of_window/1, cancel_async_awaiting/1, value_timeout_async/1,
-         finally_calls_back/1,
+         finally_calls_back/1, finally_callback_before_cancel/1,
          cancel_after_end/1, owner_death_cancels/1, owner_option/1,
          whole_timeout/1, value_timeout/1, value_timeout_excludes_credit/1,
          in_context/1, in_bound_process/1, callbacks/1, counts_in_stats/1]).
@@ -25,7 +25,7 @@ all() ->
      window_bounds_mailbox, window_option, window_infinity, ack_many,
      cancel_while_waiting, cancel_while_running, cancel_async,
      never_ahead_of_window, cancel_async_awaiting, value_timeout_async,
-     finally_calls_back,
+     finally_calls_back, finally_callback_before_cancel,
      cancel_after_end, owner_death_cancels, owner_option,
      whole_timeout, value_timeout, value_timeout_excludes_credit,
      in_context, in_bound_process, callbacks, counts_in_stats].
@@ -73,7 +73,13 @@ next_value(Ref) ->
     end.
 
 %% How many messages of stream Ref are in the mailbox (without taking them).
+%% The receive that matches nothing first moves into the mailbox what is
+%% still in transit: process_info(self(), messages) alone does not see
+%% messages sent from a non-scheduler thread (the worker's enif_send) until
+%% the process next receives, which made the counts lag by seconds on a
+%% busy machine.
 queued(Ref) ->
+    receive {'$py_test_matches_nothing', Ref} -> ok after 0 -> ok end,
     {messages, Ms} = process_info(self(), messages),
     length([M || {py_stream, R, _} = M <- Ms, R =:= Ref]).
 
@@ -280,6 +286,30 @@ finally_calls_back(_Config) ->
         {ok, Ref} = py:stream_start(?H, calls_back_when_closed, [self()], #{window => 2}),
         settle_at(Ref, 2),
         ok = py:stream_cancel(Ref),
+        closed(42),
+        ok = py_test_lib:wait_pool_idle(?WORKERS, 5000)
+    after
+        py:unregister_function(stream_double)
+    end.
+
+%% The race behind finally_calls_back, made certain: the generator wakes
+%% from the stop and its finally block's callback reaches the stream's
+%% process before py:stream_cancel's message does (the test sends that
+%% message itself, once the callback runs).  The callback is served to its
+%% end (it was killed, and the generator interrupted in its finally block).
+finally_callback_before_cancel(_Config) ->
+    Self = self(),
+    ok = py:register_function(stream_double, fun([X]) ->
+                                                     Self ! {callback_running, self()},
+                                                     timer:sleep(200),
+                                                     2 * X
+                                             end),
+    try
+        {ok, Ref} = py:stream_start(?H, calls_back_when_closed, [self()], #{window => 2}),
+        settle_at(Ref, 2),
+        {running, Pid} = py_nif:stream_stop(Ref),
+        receive {callback_running, _} -> ok after 5000 -> error(no_callback) end,
+        Pid ! {'$py_stream_cancel', Ref},
         closed(42),
         ok = py_test_lib:wait_pool_idle(?WORKERS, 5000)
     after
