@@ -14,6 +14,7 @@
  * another.  Interrupts are SIGUSR1 (erlang.Interrupted in the running
  * code); abandoning is SIGKILL.  Below the pool (see executor.h). */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -65,6 +66,7 @@ typedef struct {
 
 static char program[4096];    /* the Python executable */
 static char script[4096];     /* _erlang_python_worker.py */
+static char codec[4096];      /* _erlang_python_codec.so, beside this NIF */
 static unsigned max_memory_mb; /* 0: no cap */
 
 void pyn_isolated_configure(const char *python, const char *worker_script, unsigned memory_mb)
@@ -76,6 +78,12 @@ void pyn_isolated_configure(const char *python, const char *worker_script, unsig
 
 static int i_boot(char *err, size_t errlen)
 {
+    Dl_info self;
+    if (dladdr((void *)&pyn_exec_isolated, &self) && self.dli_fname) {
+        const char *slash = strrchr(self.dli_fname, '/');
+        int dir = slash ? (int)(slash - self.dli_fname + 1) : 0;
+        snprintf(codec, sizeof codec, "%.*s_erlang_python_codec.so", dir, self.dli_fname);
+    }
     if (!script[0] || access(script, R_OK) != 0) {
         snprintf(err, errlen, "execution_mode isolated: the worker program %s cannot be read",
                  script[0] ? script : "(not configured)");
@@ -95,7 +103,7 @@ static int i_boot(char *err, size_t errlen)
  * ("Segmentation fault") to itself.  The shell is reaped by the
  * kernel, the worker by the shell: no zombie is left. */
 static const char shell_line[] =
-    "exec 5>&2 2>/dev/null; \"$0\" \"$1\" \"$2\" 3 $$ \"$3\" 6 2>&5 4>&- 5>&- & "
+    "exec 5>&2 2>/dev/null; \"$0\" \"$1\" \"$2\" 3 $$ \"$3\" 6 \"$4\" 2>&5 4>&- 5>&- & "
     "exec 3>&-; echo $! >&4; wait $!; echo $? >&4";
 
 /* What the new process needs before it becomes the shell (read by it
@@ -196,7 +204,7 @@ static void *i_attach(int worker_id)
     iso_ctx_t *c = calloc(1, sizeof *c);
     int fds[5] = {-1, -1, -1, -1, -1}; /* socket pair, status pipe, shared page */
     char mb[32];
-    char *argv[] = {"/bin/sh", "-c", (char *)shell_line, program, "-u", script, mb, NULL};
+    char *argv[] = {"/bin/sh", "-c", (char *)shell_line, program, "-u", script, mb, codec, NULL};
     static const int child_ends[] = {1, 3, 4};
     void *page;
     spawn_arg_t a = {.argv = argv};

@@ -82,6 +82,30 @@ static void lose_worker(pyn_worker_t *w)
         enif_release_resource(w); /* the table's reference */
 }
 
+/* The executor could not attach (an isolated worker's process could not
+ * start: out of fds or processes): the worker is taken out of service at
+ * once, its own jobs answered worker_crashed, and after a second (no tight
+ * loop of starts while the cause lasts) the pool is told to replace it. */
+static void attach_failed(pyn_worker_t *w)
+{
+    pyn_job_t *dropped = NULL;
+    struct timespec pause = {1, 0};
+    int rel;
+
+    pthread_mutex_lock(&P.lock);
+    rel = retire_locked(NULL, w, ATOMS.worker_crashed, &dropped);
+    pthread_mutex_unlock(&P.lock);
+    release_dropped(NULL, dropped);
+    if (!rel)
+        return;
+    while (nanosleep(&pause, &pause) != 0)
+        ;
+    pthread_mutex_lock(&P.lock);
+    tell_pool_lost_locked(w);
+    pthread_mutex_unlock(&P.lock);
+    enif_release_resource(w); /* the table's reference */
+}
+
 void run_job(pyn_worker_t *w, pyn_job_t *j)
 {
     ERL_NIF_TERM result = P.ex->run(w->ex_ctx, j);
@@ -239,6 +263,8 @@ static void *worker_main(void *arg)
             release_deferred(w);
             ex->leave(w->ex_ctx);
         }
+    } else {
+        attach_failed(w);
     }
     {
         void *ctx = w->ex_ctx;

@@ -16,7 +16,8 @@ for _ in $(seq 1 50); do "$BIN" ping >/dev/null 2>&1 && break; sleep 0.2; done
 out=$("$BIN" eval '
   Priv = code:priv_dir(erlang_python),
   InRel = lists:prefix("'"$PWD/$REL"'", Priv)
-          andalso filelib:is_file(filename:join(Priv, "py_nif.so")),
+          andalso filelib:is_file(filename:join(Priv, "py_nif.so"))
+          andalso filelib:is_file(filename:join(Priv, "_erlang_python_codec.so")),
   Call = py:call(math, sqrt, [16]),
   Eval = py:eval(<<"sum(range(10))">>),
   case {InRel, Call, Eval} of
@@ -27,7 +28,7 @@ out=$("$BIN" eval '
 trap - EXIT
 for _ in $(seq 1 50); do "$BIN" ping >/dev/null 2>&1 || break; sleep 0.2; done
 if [ "$out" = release_ok ]; then
-  echo "release-check: $REL starts, loads priv/py_nif.so from the release, answers; stopped"
+  echo "release-check: $REL starts, loads priv/py_nif.so from the release (the isolated workers' codec beside it), answers; stopped"
 else
   echo "release-check: FAILED: $out"; exit 1
 fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Static checks for erlang_python; `make lint` calls it after compiling.
-#   C (c_src/*.c): cppcheck, clang-tidy (curated checks), gcc -fanalyzer,
+#   C (c_src/*.c, c_src/worker/*.c): cppcheck, clang-tidy (curated checks), gcc -fanalyzer,
 #                  layers (scripts/layers.py: dependencies between units
 #                  run one way, no cycles)
 #   Erlang:        rebar3 xref, rebar3 dialyzer, edoc (scripts/check_docs.escript:
@@ -26,7 +26,7 @@ case "$ARCH" in                                 # what Debian's pyconfig.h dispa
     aarch64-*) CPU_DEFS=(-D__aarch64__ -D__LP64__) ;;
     *)         CPU_DEFS=() ;;
 esac
-SRCS=(c_src/*.c)
+SRCS=(c_src/*.c c_src/worker/*.c)
 DEFS=(-DPYN_LIBPYTHON='"libpython3.11.so.1.0"' -DPYN_PROGRAM='"/usr/bin/python3"')
 failed=()
 

@@ -25,7 +25,7 @@
          segfault/1, abort/1, exit_code/1, killed_from_outside/1, memory_cap/1,
          others_unaffected/1, hundred_crashes/1, app_stop_leaves_nothing/1,
          node_killed_leaves_nothing/1, not_yet_supported/1, stray_signal_ignored/1,
-         forked_child_holds_nothing/1]).
+         forked_child_holds_nothing/1, c_codec_matches_python/1, deep_nesting/1]).
 -export([peer_fault/1, peer_contexts/0, peer_others_unaffected/0, peer_hundred_crashes/0]).
 
 -define(APP, erlang_python).
@@ -42,7 +42,7 @@ all() ->
      segfault, abort, exit_code, killed_from_outside, memory_cap,
      others_unaffected, hundred_crashes, app_stop_leaves_nothing,
      node_killed_leaves_nothing, not_yet_supported, stray_signal_ignored,
-     forked_child_holds_nothing].
+     forked_child_holds_nothing, c_codec_matches_python, deep_nesting].
 
 init_per_testcase(_Case, Config) ->
     {Peer, OsPid} = start_peer(),
@@ -401,6 +401,26 @@ forked_child_holds_nothing(Config) ->
     ok = py_test_lib:wait_until(fun() -> S = proc_stat(Child),
                                          {S =:= none orelse element(1, S) =:= "Z", S}
                                 end, 5000, child_alive).
+
+%% The worker converts with its C codec (c_src/worker/), which gives, byte
+%% for byte and object for object, what the worker program's Python codec
+%% gives (data/codec_check.py runs both in a worker on values of every
+%% kind, and the terms and errors the node can send).
+c_codec_matches_python(Config) ->
+    ?assertEqual({ok, <<"c">>}, call(Config, py, eval, [<<"erlang.codec">>])),
+    {ok, Src} = file:read_file(filename:join(?config(data_dir, Config), "codec_check.py")),
+    ?assertEqual({ok, []}, peer:call(?config(peer, Config), py, eval,
+                                     [<<"exec(src, globals()) or diffs">>, #{src => Src}], 60000)).
+
+%% 5000 levels of nesting each way (as in process: the limit is 10000).
+deep_nesting(Config) ->
+    Deep = lists:foldl(fun(_, A) -> [A] end, [], lists:seq(1, 5000)),
+    ?assertEqual({ok, Deep}, call(Config, py, eval, [<<"x">>, #{x => Deep}])),
+    ?assertEqual({ok, Deep}, call(Config, py, eval, [<<"(lambda v: [v.__setitem__(0, [v[0]]) "
+                                                       "for _ in range(5000)] and v[0])([[]])">>])),
+    ?assertMatch({error, {'ValueError', _}},
+                 call(Config, py, eval, [<<"x">>, #{x => lists:foldl(fun(_, A) -> [A] end, [],
+                                                                      lists:seq(1, 10005))}])).
 
 %% What isolated workers do not do yet answers a clear error.
 not_yet_supported(Config) ->

@@ -229,6 +229,12 @@ def encode(obj):
     return bytes(out)
 
 
+def encode_frame(obj):
+    """A frame: the length, then obj in the external term format."""
+    payload = encode(obj)
+    return _pack_len(len(payload)) + payload
+
+
 _MAX_DEPTH = 10000
 
 
@@ -352,7 +358,7 @@ def _make_erlang_module(channel):
         """send(pid, message): sends message to an Erlang process."""
         if not isinstance(pid, Pid):
             raise TypeError("send(pid, message): pid must be an erlang.Pid")
-        channel.write(encode((_SEND, pid, message)))
+        channel.write(encode_frame((_SEND, pid, message)))
 
     def call(name, *args):
         raise ErlangError("erlang.call is not available in an isolated worker yet "
@@ -404,11 +410,10 @@ class Channel:
             except InterruptedError:
                 continue
 
-    def write(self, payload):
-        """One frame, whole: threads take turns (erlang.send from a
-        thread), and no interrupt cuts it short (SIGUSR1 is held back while
-        it is written)."""
-        data = _pack_len(len(payload)) + payload
+    def write(self, data):
+        """One frame (encode_frame's), whole: threads take turns
+        (erlang.send from a thread), and no interrupt cuts it short (SIGUSR1
+        is held back while it is written)."""
         with self.lock:
             signal.pthread_sigmask(signal.SIG_BLOCK, _USR1)
             try:
@@ -456,7 +461,7 @@ class Worker:
             self.running = True  # inside the try: an interrupt lands in it
             kind, req = decode(frame)
             result = self.run(kind, req)
-            return encode(result)
+            return encode_frame(result)
         except BaseException as exc:  # noqa: B902 - every failure is an answer
             self.running = False
             return self.error(exc)
@@ -475,7 +480,7 @@ class Worker:
             tb = "".join(traceback.format_exception(tp, exc, exc.__traceback__, limit=50))
         except Exception:  # noqa: BLE001
             tb = ""
-        return encode((_RAW_ERROR, tp.__name__, builtin, msg, tb))
+        return encode_frame((_RAW_ERROR, tp.__name__, builtin, msg, tb))
 
     def run(self, kind, req):
         if kind == "call":
@@ -608,9 +613,32 @@ def _close_in_child(*fds):
     os.register_at_fork(after_in_child=close)
 
 
+_python_decode, _python_encode_frame = decode, encode_frame  # kept (tests compare)
+
+
+def _use_c_codec(path):
+    """The C codec (c_src/worker/_erlang_python_codec.c) in place of the
+    one above, which it matches; "c", or "python" if it cannot load."""
+    global decode, encode_frame
+    try:
+        from importlib.machinery import ExtensionFileLoader
+        from importlib.util import module_from_spec, spec_from_loader
+        loader = ExtensionFileLoader("_erlang_python_codec", path)
+        mod = module_from_spec(spec_from_loader("_erlang_python_codec", loader))
+        loader.exec_module(mod)
+    except (ImportError, OSError) as exc:
+        sys.stderr.write("erlang_python worker: %s: %s (the Python codec is used)\n" % (path, exc))
+        return "python"
+    mod.configure(Atom, Pid, _fallback)
+    sys.modules["_erlang_python_codec"] = mod
+    decode, encode_frame = mod.decode, mod.encode_frame
+    return "c"
+
+
 def main(argv):
     import mmap
     fd, parent, mb, shared_fd = int(argv[1]), int(argv[2]), int(argv[3]), int(argv[4])
+    codec = _use_c_codec(argv[5]) if len(argv) > 5 and argv[5] else "python"
     os.set_inheritable(fd, False)  # not passed on to programs it starts
     os.set_inheritable(shared_fd, False)
     shared = mmap.mmap(shared_fd, 4, mmap.MAP_SHARED, mmap.PROT_READ)
@@ -621,6 +649,7 @@ def main(argv):
     _limit_memory(mb)
     channel = Channel(fd)
     sys.modules["erlang"] = _make_erlang_module(channel)
+    sys.modules["erlang"].codec = codec
     worker = Worker(channel, shared)
     signal.signal(signal.SIGUSR1, worker.interrupt)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
