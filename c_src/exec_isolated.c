@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -51,8 +50,8 @@ typedef struct {
 typedef struct {
     pid_t pid;       /* the Python process */
     int fd;          /* this end of the socket pair; -1 once closed */
-    iso_shared_t *shared; /* mapped; NULL if mapping failed */
-    pthread_mutex_t sig_lock; /* seq and the sending of requests vs interrupts */
+    iso_shared_t *shared; /* mapped while the context lives */
+    pthread_mutex_t sig_lock; /* seq: numbering requests vs interrupts */
     uint32_t seq;    /* requests sent: the number of the one running */
     int status_fd;   /* the shell's reports: the pid, then the exit status */
     int lost;        /* the process is gone (or was killed): no more jobs */
@@ -512,7 +511,6 @@ static ERL_NIF_TERM i_run(void *ctx, pyn_job_t *j)
     ErlNifEnv *env = j->env;
     ERL_NIF_TERM kind, req, t;
     ErlNifBinary bin;
-    int sent;
 
     switch (j->kind) {
     case PYN_JOB_CALL: kind = ATOMS.call; break;
@@ -532,13 +530,12 @@ static ERL_NIF_TERM i_run(void *ctx, pyn_job_t *j)
         return exited(c, env);
     /* Control jobs but setup carry no request. */
     req = j->kind == PYN_JOB_WIPE || j->kind == PYN_JOB_CLEAR_CACHES ? ATOMS.none : j->req;
-    /* Numbered as the worker counts them; no interrupt meant for the
-     * request before is sent meanwhile (i_interrupt). */
+    /* Numbered as the worker counts them, never while an interrupt names
+     * the request before (i_interrupt). */
     pthread_mutex_lock(&c->sig_lock);
     c->seq++;
-    sent = send_frame(c, env, enif_make_tuple2(env, kind, req));
     pthread_mutex_unlock(&c->sig_lock);
-    if (sent != 0)
+    if (send_frame(c, env, enif_make_tuple2(env, kind, req)) != 0)
         return exited(c, env);
     for (;;) {
         if (recv_frame(c, &bin) != 0)
@@ -575,8 +572,9 @@ static void i_release_deferred(void *ctx)
     (void)ctx;
 }
 
-/* While claim holds, the job's request is the last one sent, and no other
- * is sent until the signal is (sig_lock): the page names that request, and
+/* While claim holds, the job's request is the last one numbered, and no
+ * other is numbered until the signal is sent (sig_lock): the page names
+ * that request, and
  * the worker's handler raises only while it runs that one (its answer may
  * be on its way already: then the signal finds the worker idle, or at the
  * next request, and is dropped). */

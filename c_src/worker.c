@@ -67,42 +67,27 @@ static void release_deferred(pyn_worker_t *w)
 /* What runs w's Python is gone (an isolated worker's process died): its
  * job was answered; the rest of its queue is answered worker_crashed, and
  * the pool process starts a replacement, as for an abandoned worker. */
-static void lose_worker(pyn_worker_t *w)
+static void lose_worker(pyn_worker_t *w, time_t pause_s)
 {
     pyn_job_t *dropped = NULL;
+    struct timespec pause = {pause_s, 0};
     int rel;
 
     pthread_mutex_lock(&P.lock);
     rel = retire_locked(NULL, w, ATOMS.worker_crashed, &dropped);
-    if (rel)
+    if (rel && pause_s == 0)
         tell_pool_lost_locked(w);
-    pthread_mutex_unlock(&P.lock);
-    release_dropped(NULL, dropped);
-    if (rel)
-        enif_release_resource(w); /* the table's reference */
-}
-
-/* The executor could not attach (an isolated worker's process could not
- * start: out of fds or processes): the worker is taken out of service at
- * once, its own jobs answered worker_crashed, and after a second (no tight
- * loop of starts while the cause lasts) the pool is told to replace it. */
-static void attach_failed(pyn_worker_t *w)
-{
-    pyn_job_t *dropped = NULL;
-    struct timespec pause = {1, 0};
-    int rel;
-
-    pthread_mutex_lock(&P.lock);
-    rel = retire_locked(NULL, w, ATOMS.worker_crashed, &dropped);
     pthread_mutex_unlock(&P.lock);
     release_dropped(NULL, dropped);
     if (!rel)
         return;
-    while (nanosleep(&pause, &pause) != 0)
-        ;
-    pthread_mutex_lock(&P.lock);
-    tell_pool_lost_locked(w);
-    pthread_mutex_unlock(&P.lock);
+    if (pause_s > 0) {
+        while (nanosleep(&pause, &pause) != 0)
+            ;
+        pthread_mutex_lock(&P.lock);
+        tell_pool_lost_locked(w);
+        pthread_mutex_unlock(&P.lock);
+    }
     enif_release_resource(w); /* the table's reference */
 }
 
@@ -111,7 +96,7 @@ void run_job(pyn_worker_t *w, pyn_job_t *j)
     ERL_NIF_TERM result = P.ex->run(w->ex_ctx, j);
     finish_job(w, j, result);
     if (P.ex->lost && P.ex->lost(w->ex_ctx)) {
-        lose_worker(w);
+        lose_worker(w, 0);
         return;
     }
     /* Arguments and result, now that it is answered; after the next job if
@@ -264,7 +249,11 @@ static void *worker_main(void *arg)
             ex->leave(w->ex_ctx);
         }
     } else {
-        attach_failed(w);
+        /* The executor could not attach (an isolated worker's process
+         * could not start: out of fds or processes): out of service at
+         * once, replaced a second later (no tight loop of starts while the
+         * cause lasts). */
+        lose_worker(w, 1);
     }
     {
         void *ctx = w->ex_ctx;

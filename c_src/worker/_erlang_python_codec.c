@@ -231,6 +231,10 @@ static PyObject *dec_pid(rd_t *r, unsigned tag)
     if (atom_name(r, ntag, &name, &len) != 0 || need(r, tag == NEW_PID_EXT ? 12 : 9))
         return NULL;
     r->pos += tag == NEW_PID_EXT ? 12 : 9;
+    if (!pid_type) {
+        PyErr_SetString(PyExc_RuntimeError, "_erlang_python_codec is not configured");
+        return NULL;
+    }
     return PyObject_CallFunction(pid_type, "y#", (const char *)r->d + start, r->pos - start);
 }
 

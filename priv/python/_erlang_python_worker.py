@@ -1,13 +1,15 @@
 """The program of an isolated worker (execution_mode isolated): CPython in an
 OS process of its own, run by one worker of the pool (c_src/exec_isolated.c).
 
-    python3 _erlang_python_worker.py FD PARENT_PID MAX_MEMORY_MB SHARED_FD
+    python3 _erlang_python_worker.py FD PARENT_PID MAX_MEMORY_MB SHARED_FD [CODEC]
 
 FD is this end of a socket pair; PARENT_PID the shell that started this
 process and reports its exit status to the pool; SHARED_FD a page shared
 with the pool (its first 32-bit word, native order: the number of the
-request an interrupt is meant for, requests counted from 1).  Each message either way is a frame: a
-4-byte big-endian length, then one term in Erlang's external term format.
+request an interrupt is meant for, requests counted from 1); CODEC the path
+of _erlang_python_codec.so, the C codec (else the Python one below is
+used).  Each message either way is a frame: a 4-byte big-endian length,
+then one term in Erlang's external term format.
 
   pool -> worker   {Kind, Request}     Kind: call | eval | exec | setup |
                                        wipe | clear_caches; Request as the
@@ -19,10 +21,10 @@ request an interrupt is meant for, requests counted from 1).  Each message eithe
 SIGUSR1 interrupts the request that runs if the page names it
 (erlang.Interrupted is raised in it, as the in-process interrupt does); a
 signal meant for a request that has ended is dropped.  A process forked
-from the worker closes FD and SHARED_FD: only the worker talks on them.  The worker exits when the pool's end
-of the socket closes, and is killed by the kernel when its shell ends
-(PR_SET_PDEATHSIG), which is killed when the pool's thread that started it
-ends: none outlives the node.
+from the worker closes FD and SHARED_FD: only the worker talks on them.
+The worker exits when the pool's end of the socket closes, and is killed
+by the kernel when its shell ends (PR_SET_PDEATHSIG), which is killed when
+the pool's thread that started it ends: none outlives the node.
 
 The conversions follow docs/types.md; what they cannot carry (a fun, a
 port, a reference) is refused with TypeError, as in process."""
