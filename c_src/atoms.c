@@ -17,5 +17,7 @@ void pyn_atoms_init(ErlNifEnv *env)
     ATOMS.py_done = enif_make_atom(env, "$py_done");
     ATOMS.py_error_raw = enif_make_atom(env, "$py_error_raw");
     ATOMS.py_send = enif_make_atom(env, "$py_send");
+    ATOMS.py_call = enif_make_atom(env, "$py_call");
+    ATOMS.py_reply = enif_make_atom(env, "$py_reply");
     ATOMS.py_etf_safe = enif_make_atom(env, "$py_etf_safe");
 }

@@ -14,7 +14,7 @@
     X(py_error) X(py_cb) X(py_worker_lost)       \
     X(name_error) X(py_main) X(overloaded) X(async_call) X(async_stream) X(py_etf) X(py_done) \
     X(stream_start) X(buffer) X(closed) \
-    X(py_error_raw) X(py_send) X(py_etf_safe) X(worker_exited) X(signal) X(exit_status) X(wipe) X(clear_caches) X(setup)
+    X(py_error_raw) X(py_send) X(py_call) X(py_reply) X(py_etf_safe) X(worker_exited) X(signal) X(exit_status) X(wipe) X(clear_caches) X(setup)
 
 typedef struct {
 #define PYN_ATOM_FIELD(a) ERL_NIF_TERM a;

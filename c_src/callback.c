@@ -276,4 +276,6 @@ static const pym_host_t host = {
 void pyn_callbacks_install(void)
 {
     pym_set_host(&host);
+    if (P.ex->set_callback)
+        P.ex->set_callback(cb_call);
 }

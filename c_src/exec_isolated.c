@@ -33,6 +33,7 @@
 
 #include "atoms.h"
 #include "executor.h"
+#include "py_erlang_mod.h" /* the PYM_CB_* outcomes of erlang.call only */
 #include "py_error.h"
 
 extern char **environ;
@@ -67,6 +68,7 @@ static char program[4096];    /* the Python executable */
 static char script[4096];     /* _erlang_python_worker.py */
 static char codec[4096];      /* _erlang_python_codec.so, beside this NIF */
 static unsigned max_memory_mb; /* 0: no cap */
+static pyn_callback_fn callback; /* erlang.call, as the pool serves it */
 
 void pyn_isolated_configure(const char *python, const char *worker_script, unsigned memory_mb)
 {
@@ -467,6 +469,48 @@ static void deliver(const ErlNifBinary *b)
     enif_free_env(m);
 }
 
+/* Whether a frame is {'$py_call', Name, Args} (erlang.call in the worker). */
+static int is_call(const ErlNifBinary *b)
+{
+    static const unsigned char head[] = {131, 104, 3, 119, 8, '$', 'p', 'y', '_', 'c', 'a', 'l', 'l'};
+    return b->size > sizeof head && memcmp(b->data, head, sizeof head) == 0;
+}
+
+/* erlang.call from the worker, served as in process (the pool's callback
+ * runs the requests the Erlang side makes meanwhile: on this same
+ * process, which serves them while it waits), then answered
+ * {'$py_reply', Reply}: the Erlang side's {ok, V} | {error, Msg} |
+ * {name_error, Msg}, or cancelled | too_deep | not_running.  -1: the
+ * frame is no call (the process talks nonsense) or the process is gone. */
+static int serve_call(iso_ctx_t *c, const ErlNifBinary *b)
+{
+    ErlNifEnv *m = enif_alloc_env(), *renv = NULL;
+    ERL_NIF_TERM t, reply = 0;
+    const ERL_NIF_TERM *el;
+    int arity, rc, outcome;
+
+    if (!enif_binary_to_term(m, b->data, b->size, &t, ERL_NIF_BIN2TERM_SAFE) ||
+        !enif_get_tuple(m, t, &arity, &el) || arity != 3 || !enif_is_binary(m, el[1]) ||
+        !enif_is_list(m, el[2])) {
+        enif_free_env(m);
+        return -1;
+    }
+    outcome = callback ? callback(m, el[1], el[2], &renv, &reply) : PYM_CB_NOT_WORKER;
+    if (outcome == PYM_CB_NOT_WORKER)
+        enif_free_env(m); /* left to us */
+    if (outcome != PYM_CB_OK) {
+        if (renv)
+            enif_free_env(renv);
+        renv = enif_alloc_env();
+        reply = enif_make_atom(renv, outcome == PYM_CB_CANCELLED  ? "cancelled"
+                                     : outcome == PYM_CB_TOO_DEEP ? "too_deep"
+                                                                  : "not_running");
+    }
+    rc = send_frame(c, renv, enif_make_tuple2(renv, ATOMS.py_reply, reply));
+    enif_free_env(renv);
+    return rc;
+}
+
 /* A failure as the in-process executors give it: {'$py_error_raw', Name,
  * Builtin, Msg, Tb} as {'$py_error', {Type, Msg}, Tb}, Type by py_error.c's
  * rules.  (Other answers go to the caller undecoded: {'$py_etf_safe', Bin}.) */
@@ -545,6 +589,13 @@ static ERL_NIF_TERM i_run(void *ctx, pyn_job_t *j)
             enif_release_binary(&bin);
             continue;
         }
+        if (is_call(&bin)) {
+            int rc = serve_call(c, &bin);
+            enif_release_binary(&bin);
+            if (rc != 0)
+                return exited(c, env);
+            continue;
+        }
         if (!is_raw_error(&bin)) {
             /* The answer is decoded by the caller: this thread is no
              * scheduler, and OTP 25 builds large maps badly (it crashed)
@@ -610,6 +661,11 @@ static int i_lost(void *ctx)
     return ((iso_ctx_t *)ctx)->lost;
 }
 
+static void i_set_callback(pyn_callback_fn call)
+{
+    callback = call;
+}
+
 const pyn_executor_t pyn_exec_isolated = {
     .name = "isolated",
     .borrows = 0,
@@ -625,4 +681,5 @@ const pyn_executor_t pyn_exec_isolated = {
     .clear_interrupt = i_clear_interrupt,
     .abandon = i_abandon,
     .lost = i_lost,
+    .set_callback = i_set_callback,
 };

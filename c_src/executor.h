@@ -30,6 +30,13 @@
 
 #include "job.h"
 
+/* erlang.call as the pool serves it (callback.c), for an executor whose
+ * Python runs elsewhere and asks on its behalf: pym_host_t.call of
+ * py_erlang_mod.h, the same arguments and PYM_CB_* outcomes, on the
+ * worker thread running a job. */
+typedef int (*pyn_callback_fn)(ErlNifEnv *m, ERL_NIF_TERM name, ERL_NIF_TERM args,
+                               ErlNifEnv **env, ERL_NIF_TERM *reply);
+
 typedef struct pyn_executor {
     const char *name; /* "thread" ... (stats, logs) */
     /* Whether a worker may read a request in place on its caller's heap
@@ -90,6 +97,9 @@ typedef struct pyn_executor {
      * OS process died); the pool then retires the worker and starts
      * another.  NULL: never (a thread executor). */
     int (*lost)(void *ctx);
+    /* Before boot: how its erlang.call reaches the pool.  NULL: not
+     * needed (in-process Python calls the `erlang` module's host). */
+    void (*set_callback)(pyn_callback_fn call);
 } pyn_executor_t;
 
 /* The executor of one shared interpreter and GIL (exec_thread.c). */

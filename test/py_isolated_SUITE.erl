@@ -6,7 +6,8 @@
 %% run there (through peer:call over standard_io).
 %%
 %% Covered: calls, eval, exec, types, errors and tracebacks, erlang.send,
-%% contexts, timeouts (interrupted; a C loop that holds the GIL is killed
+%% erlang.call (nested py calls back on the same process, a caller giving
+%% up in the wait), erlang.state_*, contexts, timeouts (interrupted; a C loop that holds the GIL is killed
 %% after the grace period); and the faults: a segfault, os.abort(),
 %% os._exit(3), a worker killed from outside with SIGKILL, a process over
 %% max_memory_mb.  After each fault: the caller's error at once, other
@@ -25,8 +26,10 @@
          segfault/1, abort/1, exit_code/1, killed_from_outside/1, memory_cap/1,
          others_unaffected/1, hundred_crashes/1, app_stop_leaves_nothing/1,
          node_killed_leaves_nothing/1, not_yet_supported/1, stray_signal_ignored/1,
-         forked_child_holds_nothing/1, c_codec_matches_python/1, deep_nesting/1]).
--export([peer_fault/1, peer_contexts/0, peer_others_unaffected/0, peer_hundred_crashes/0]).
+         forked_child_holds_nothing/1, c_codec_matches_python/1, deep_nesting/1,
+         callbacks/1, nested_call_back/1, callback_timeout/1, shared_state/1]).
+-export([peer_register/0,
+         peer_fault/1, peer_contexts/0, peer_others_unaffected/0, peer_hundred_crashes/0]).
 
 -define(APP, erlang_python).
 -define(WORKERS, 3).
@@ -42,7 +45,8 @@ all() ->
      segfault, abort, exit_code, killed_from_outside, memory_cap,
      others_unaffected, hundred_crashes, app_stop_leaves_nothing,
      node_killed_leaves_nothing, not_yet_supported, stray_signal_ignored,
-     forked_child_holds_nothing, c_codec_matches_python, deep_nesting].
+     forked_child_holds_nothing, c_codec_matches_python, deep_nesting,
+     callbacks, nested_call_back, callback_timeout, shared_state].
 
 init_per_testcase(_Case, Config) ->
     {Peer, OsPid} = start_peer(),
@@ -427,5 +431,76 @@ not_yet_supported(Config) ->
     ?assertMatch({error, {'NotImplementedError', _}},
                  call(Config, py, stream, [builtins, range, [3]])),
     ?assertMatch({error, {'ErlangError', _}},
-                 call(Config, py, eval, [<<"erlang.call('nothing')">>])),
+                 call(Config, py, eval, [<<"__import__('concurrent.futures').futures"
+                                           ".ThreadPoolExecutor(1).submit(erlang.call, "
+                                           "'iso_add', 1, 2).result()">>])),
+    assert_whole(Config).
+
+%% In the peer: the Erlang functions the callback cases call.
+peer_register() ->
+    ok = py:register_function(iso_add, fun([A, B]) -> A + B end),
+    ok = py:register_function(iso_fail, fun([]) -> error(on_purpose) end),
+    ok = py:register_function(iso_sqrt_back, fun([X]) -> {ok, V} = py:call(math, sqrt, [X]), V end),
+    ok = py:register_function(iso_pid_back,
+                              fun([]) -> {ok, P} = py:eval(<<"__import__('os').getpid()">>), P end),
+    ok = py:register_function(iso_deep, fun([N]) ->
+                                                {ok, V} = py:eval(<<"erlang.iso_deep(n - 1) + 1 "
+                                                                    "if n else 0">>, #{n => N}),
+                                                V
+                                        end),
+    ok = py:register_function(iso_slow, fun([]) -> timer:sleep(1500), 1 end).
+
+%% erlang.call and erlang.<name> reach the registered Erlang functions;
+%% their failures raise erlang.ErlangError, unknown names NameError.
+callbacks(Config) ->
+    ok = peer:call(?config(peer, Config), ?MODULE, peer_register, []),
+    ?assertEqual({ok, 5}, call(Config, py, eval, [<<"erlang.call('iso_add', 2, 3)">>])),
+    ?assertEqual({ok, 7}, call(Config, py, eval, [<<"erlang.iso_add(3, 4)">>])),
+    ?assertEqual({ok, [3, 5, 7]},
+                 call(Config, py, eval, [<<"[erlang.iso_add(i, i + 1) for i in range(1, 4)]">>])),
+    ?assertMatch({error, {'ErlangError', _}}, call(Config, py, eval, [<<"erlang.iso_fail()">>])),
+    ok = call(Config, py, exec, [<<"def f():\n"
+                                   "    try:\n"
+                                   "        erlang.iso_fail()\n"
+                                   "    except erlang.ErlangError as e:\n"
+                                   "        return 'caught'\n">>]),
+    ?assertEqual({ok, <<"caught">>}, call(Config, py, eval, [<<"f()">>])),
+    ?assertMatch({error, {'NameError', _}}, call(Config, py, eval, [<<"erlang.iso_nothing()">>])),
+    ?assertMatch({error, {'TypeError', _}}, call(Config, py, eval, [<<"erlang.call(42)">>])),
+    assert_whole(Config).
+
+%% A py call made by the Erlang function runs on the same worker process,
+%% nested in the waiting erlang.call, as deep as Python's stack allows.
+nested_call_back(Config) ->
+    ok = peer:call(?config(peer, Config), ?MODULE, peer_register, []),
+    ?assertEqual({ok, 4.0}, call(Config, py, eval, [<<"erlang.iso_sqrt_back(16)">>])),
+    ?assertEqual({ok, true},
+                 call(Config, py, eval, [<<"erlang.iso_pid_back() == __import__('os').getpid()">>])),
+    ?assertEqual({ok, 10}, call(Config, py, eval, [<<"erlang.iso_deep(10)">>])),
+    %% Too deep: the innermost level fails with RecursionError, which the
+    %% Erlang function above it does not match: ErlangError naming it.
+    {error, {'ErlangError', Msg}} = call(Config, py, eval, [<<"erlang.iso_deep(1000)">>]),
+    ?assertNotEqual(nomatch, binary:match(Msg, <<"RecursionError">>)),
+    assert_whole(Config).
+
+%% A caller that gives up while its erlang.call waits gets {error, timeout};
+%% the worker is interrupted in the wait, not lost, and serves on.
+callback_timeout(Config) ->
+    ok = peer:call(?config(peer, Config), ?MODULE, peer_register, []),
+    Before = worker_pids(Config),
+    ?assertEqual({error, timeout}, call(Config, py, eval, [<<"erlang.iso_slow()">>, #{}, 300])),
+    timer:sleep(1700), % the Erlang function has ended
+    assert_whole(Config),
+    ?assertEqual(Before, worker_pids(Config)),
+    [?assertEqual({ok, 9}, call(Config, py, eval, [<<"erlang.iso_add(4, 5)">>]))
+     || _ <- lists:seq(1, 2 * ?WORKERS)].
+
+%% erlang.state_* in a worker process: the node's shared state.
+shared_state(Config) ->
+    ?assertEqual(ok, call(Config, py, exec, [<<"erlang.state_set('iso_k', 40)">>])),
+    ?assertEqual({ok, 42}, call(Config, py, eval, [<<"erlang.state_incr('iso_k', 2)">>])),
+    ?assertEqual({ok, 42}, call(Config, py, eval, [<<"erlang.state_get('iso_k')">>])),
+    ?assertEqual({ok, 42}, call(Config, py, state_fetch, [<<"iso_k">>])),
+    ?assertEqual({ok, <<"dflt">>},
+                 call(Config, py, eval, [<<"erlang.state_get('iso_none', 'dflt')">>])),
     assert_whole(Config).

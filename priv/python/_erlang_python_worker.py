@@ -17,6 +17,10 @@ then one term in Erlang's external term format.
   worker -> pool   {ok, Value} | ok    the answer
                    {'$py_error_raw', TypeName, Builtin, Message, Traceback}
                    {'$py_send', Pid, Message}   erlang.send, then go on
+                   {'$py_call', Name, Args}     erlang.call: then wait for
+  pool -> worker   {'$py_reply', Reply}         its reply, running the
+                                       requests that come meanwhile (py
+                                       calls the Erlang function makes)
 
 SIGUSR1 interrupts the request that runs if the page names it
 (erlang.Interrupted is raised in it, as the in-process interrupt does); a
@@ -82,6 +86,13 @@ class Atom(str):
 OK = Atom("ok")
 _RAW_ERROR = Atom("$py_error_raw")
 _SEND = Atom("$py_send")
+_CALL = Atom("$py_call")
+_REPLY = Atom("$py_reply")
+_ERROR = Atom("error")
+_NAME_ERROR = Atom("name_error")
+_CANCELLED = Atom("cancelled")
+_TOO_DEEP = Atom("too_deep")
+_NOT_RUNNING = Atom("not_running")
 
 
 def _atom(text):
@@ -355,6 +366,7 @@ def _make_erlang_module(channel):
     mod.ErlangError = ErlangError
     mod.Interrupted = Interrupted
     mod.isolated = True
+    worker = []  # the Worker, once made (it serves erlang.call's waits)
 
     def send(pid, message):
         """send(pid, message): sends message to an Erlang process."""
@@ -363,12 +375,59 @@ def _make_erlang_module(channel):
         channel.write(encode_frame((_SEND, pid, message)))
 
     def call(name, *args):
-        raise ErlangError("erlang.call is not available in an isolated worker yet "
-                          "(docs/isolation.md)")
+        """call(name, *args): calls the Erlang function registered as name
+        (py:register_function) and returns its result."""
+        if not isinstance(name, str):
+            raise TypeError("erlang.call(name, *args): name must be a str")
+        if not worker or not worker[0].running or not _on_main_thread():
+            raise ErlangError("erlang.call in an isolated worker is only available to the "
+                              "request that runs (not from other threads)")
+        return worker[0].call_erlang(name, list(args))
+
+    def module_getattr(name):
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError("module 'erlang' has no attribute %r" % name)
+
+        def function(*args):
+            return call(name, *args)
+        function.__name__ = function.__qualname__ = name
+        function.__doc__ = "Calls the Erlang function registered as %r." % name
+        return function
+
+    def state_get(key, default=None):
+        found, value = call("_py_state_fetch", key)
+        return value if found else default
 
     mod.send = send
     mod.call = call
+    mod.__getattr__ = module_getattr
+    mod.state_get = state_get
+    mod.state_set = lambda key, value: call("_py_state_store", key, value) and None
+    mod.state_delete = lambda key: call("_py_state_remove", key) and None
+    mod.state_keys = lambda: call("_py_state_keys")
+    mod.state_clear = lambda: call("_py_state_clear") and None
+    mod.state_incr = lambda key, amount=1: call("_py_state_incr", key, amount)
+    mod.state_decr = lambda key, amount=1: call("_py_state_decr", key, amount)
+    mod._worker = worker
     return mod
+
+
+def _is_reply(frame):
+    """Whether a frame from the pool is {'$py_reply', Reply} (the node
+    writes its atom in any of the four atom encodings)."""
+    if frame[:3] != b"\x83h\x02":
+        return False
+    tag = frame[3:4]
+    if tag in (b"s", b"w"):  # SMALL_ATOM_EXT, SMALL_ATOM_UTF8_EXT
+        return frame[4:14] == b"\x09$py_reply"
+    if tag in (b"d", b"v"):  # ATOM_EXT, ATOM_UTF8_EXT
+        return frame[4:15] == b"\x00\x09$py_reply"
+    return False
+
+
+def _on_main_thread():
+    import threading
+    return threading.current_thread() is threading.main_thread()
 
 
 # ---- framing ---------------------------------------------------------------
@@ -417,17 +476,23 @@ class Channel:
         (erlang.send from a thread), and no interrupt cuts it short (SIGUSR1
         is held back while it is written)."""
         with self.lock:
-            signal.pthread_sigmask(signal.SIG_BLOCK, _USR1)
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, _USR1)
             try:
                 view = memoryview(data)
                 while view:
                     n = os.write(self.fd, view)
                     view = view[n:]
             finally:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, _USR1)
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 # ---- running requests --------------------------------------------------------
+
+# What a nested request answers when even its error cannot be made (out of
+# stack): made now, while there is stack.
+_TOO_DEEP_ANSWER = encode_frame((_RAW_ERROR, "RecursionError", True,
+                                 "Erlang callbacks nested too deeply", ""))
+
 
 class Worker:
     def __init__(self, channel, shared):
@@ -458,9 +523,15 @@ class Worker:
             reply = self.handle(frame)
             self.channel.write(reply)
 
-    def handle(self, frame):
+    def handle(self, frame, nested=False):
+        """The answer frame to a request frame.  nested: a request the
+        Erlang side made while this worker waits in erlang.call, where
+        SIGUSR1 is held back; it is let through while this one runs."""
+        outer = self.running
         try:
             self.running = True  # inside the try: an interrupt lands in it
+            if nested:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _USR1)
             kind, req = decode(frame)
             result = self.run(kind, req)
             return encode_frame(result)
@@ -468,7 +539,52 @@ class Worker:
             self.running = False
             return self.error(exc)
         finally:
-            self.running = False
+            self.running = False  # first: no interrupt raises past here
+            if nested:
+                signal.pthread_sigmask(signal.SIG_BLOCK, _USR1)
+            self.running = outer
+
+    def call_erlang(self, name, args):
+        """erlang.call: asks the pool, then serves the frames that come
+        until the reply: requests the Erlang function makes meanwhile (a
+        py:call back, to this same worker) are run here, nested.  SIGUSR1 is
+        held back while it waits, so that an interrupt cannot cut a frame
+        in two; one for this request fires once the reply is in."""
+        channel = self.channel
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _USR1)
+        try:
+            channel.write(encode_frame((_CALL, name, args)))
+            while True:
+                frame = channel.read()
+                if frame is None:  # the pool is gone
+                    os._exit(0)
+                if _is_reply(frame):
+                    break
+                self.seq += 1
+                try:
+                    answer = self.handle(frame, nested=True)
+                except BaseException:  # noqa: B902 - out of stack, even for the error
+                    answer = _TOO_DEEP_ANSWER
+                channel.write(answer)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        reply = decode(frame)[1]
+        if isinstance(reply, tuple) and len(reply) == 2:
+            tag, value = reply
+            if tag == OK:
+                return value
+            if tag in (_ERROR, _NAME_ERROR):
+                msg = value if isinstance(value, str) else \
+                    value.decode("utf-8", "replace") if isinstance(value, bytes) else \
+                    "Erlang callback failed"
+                raise (NameError if tag == _NAME_ERROR else ErlangError)(msg)
+        if reply == _CANCELLED:
+            raise Interrupted("the Erlang caller gave up (timeout or exit)")
+        if reply == _TOO_DEEP:
+            raise RecursionError("Erlang callbacks nested too deeply")
+        if reply == _NOT_RUNNING:
+            raise ErlangError("erlang_python is not running")
+        raise ErlangError("malformed callback reply")
 
     def error(self, exc):
         import traceback
@@ -653,6 +769,7 @@ def main(argv):
     sys.modules["erlang"] = _make_erlang_module(channel)
     sys.modules["erlang"].codec = codec
     worker = Worker(channel, shared)
+    sys.modules["erlang"]._worker.append(worker)
     signal.signal(signal.SIGUSR1, worker.interrupt)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     worker.serve()
