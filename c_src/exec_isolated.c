@@ -476,6 +476,26 @@ static int is_call(const ErlNifBinary *b)
     return b->size > sizeof head && memcmp(b->data, head, sizeof head) == 0;
 }
 
+/* Whether a frame is {'$py_self', nil} (erlang.self() in the worker). */
+static int is_self(const ErlNifBinary *b)
+{
+    static const unsigned char head[] = {131, 104, 2, 119, 8, '$', 'p', 'y', '_', 's', 'e', 'l', 'f'};
+    return b->size > sizeof head && memcmp(b->data, head, sizeof head) == 0;
+}
+
+/* erlang.self(): {'$py_reply', {ok, Pid}} with the pid of the process
+ * whose request j runs, or {'$py_reply', undefined}. */
+static int answer_self(iso_ctx_t *c, const pyn_job_t *j)
+{
+    ErlNifEnv *e = enif_alloc_env();
+    ERL_NIF_TERM who = j->has_caller
+                           ? enif_make_tuple2(e, ATOMS.ok, enif_make_pid(e, &j->caller))
+                           : ATOMS.undefined;
+    int rc = send_frame(c, e, enif_make_tuple2(e, ATOMS.py_reply, who));
+    enif_free_env(e);
+    return rc;
+}
+
 /* erlang.call from the worker, served as in process (the pool's callback
  * runs the requests the Erlang side makes meanwhile: on this same
  * process, which serves them while it waits), then answered
@@ -589,8 +609,8 @@ static ERL_NIF_TERM i_run(void *ctx, pyn_job_t *j)
             enif_release_binary(&bin);
             continue;
         }
-        if (is_call(&bin)) {
-            int rc = serve_call(c, &bin);
+        if (is_call(&bin) || is_self(&bin)) {
+            int rc = is_call(&bin) ? serve_call(c, &bin) : answer_self(c, j);
             enif_release_binary(&bin);
             if (rc != 0)
                 return exited(c, env);

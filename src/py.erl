@@ -911,8 +911,9 @@ result({'$py_etf_safe', Bin}) ->
     %% An isolated worker's answer (c_src/exec_isolated.c), decoded here: it
     %% makes no atom a node does not have.
     try binary_to_term(Bin, [safe])
-    catch error:badarg -> {error, {'TypeError', <<"the isolated worker's answer holds an atom "
-                                                 "this node does not know">>}}
+    catch error:badarg -> {error, {'TypeError', <<"this node cannot decode the isolated "
+                                                 "worker's answer (an atom it does not "
+                                                 "know)">>}}
     end;
 result({'$py_etf', Bin}) ->
     %% A result holding large dicts, encoded by the worker (c_src/py_etf.c).

@@ -492,6 +492,17 @@ static int put_text(wb_t *w, PyObject *o, int as_atom)
     return rc;
 }
 
+/* The largest integer the node decodes, in bytes (OTP 25-27: 2**25 - 64
+ * bits), as the worker's Python codec has it: 1, or 0 with OverflowError. */
+#define MAX_BIG_BYTES 4194296
+static int fits_node(Py_ssize_t nbits)
+{
+    if ((nbits + 7) / 8 <= MAX_BIG_BYTES)
+        return 1;
+    PyErr_SetString(PyExc_OverflowError, "integer too large for Erlang");
+    return 0;
+}
+
 static int put_int(wb_t *w, PyObject *o)
 {
     int overflow;
@@ -531,12 +542,13 @@ static int put_int(wb_t *w, PyObject *o)
         return 0;
     }
     {
-        /* Past 64 bits: the digits from Python (rare, not fast). */
+        /* Past 64 bits: the digits from Python (rare, not fast); past the
+         * node's limit, OverflowError as in process. */
         PyObject *mag = PyNumber_Absolute(o), *bits = NULL, *b = NULL;
         int neg = overflow < 0, rc = -1;
         Py_ssize_t nbits, n;
         if (mag && (bits = PyObject_CallMethod(mag, "bit_length", NULL)) &&
-            (nbits = PyLong_AsSsize_t(bits)) >= 0 &&
+            (nbits = PyLong_AsSsize_t(bits)) >= 0 && fits_node(nbits) &&
             (b = PyObject_CallMethod(mag, "to_bytes", "ns", (nbits + 7) / 8, "little"))) {
             n = PyBytes_GET_SIZE(b);
             if (n < 256 && (p = reserve(w, 3 + n))) {

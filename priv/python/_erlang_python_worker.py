@@ -88,6 +88,7 @@ _RAW_ERROR = Atom("$py_error_raw")
 _SEND = Atom("$py_send")
 _CALL = Atom("$py_call")
 _REPLY = Atom("$py_reply")
+_SELF = Atom("$py_self")
 _ERROR = Atom("error")
 _NAME_ERROR = Atom("name_error")
 _CANCELLED = Atom("cancelled")
@@ -249,6 +250,9 @@ def encode_frame(obj):
 
 
 _MAX_DEPTH = 10000
+# The largest integer the node decodes, in bytes (OTP 25-27: 2**25 - 64
+# bits); past it the answer is OverflowError, as in process.
+_MAX_BIG_BYTES = 4194296
 
 
 def _atom_ext(out, text):
@@ -284,6 +288,8 @@ def _encode(o, out, depth):
             out += struct.pack(">i", o)
         else:
             mag = abs(o)
+            if (mag.bit_length() + 7) // 8 > _MAX_BIG_BYTES:
+                raise OverflowError("integer too large for Erlang")
             b = mag.to_bytes((mag.bit_length() + 7) // 8, "little")
             if len(b) < 256:
                 out.append(110)
@@ -384,6 +390,14 @@ def _make_erlang_module(channel):
                               "request that runs (not from other threads)")
         return worker[0].call_erlang(name, list(args))
 
+    def self_():
+        """self(): the pid of the Erlang process whose request is running,
+        or None (no request runs on this thread)."""
+        if not worker or not worker[0].running or not _on_main_thread():
+            return None
+        reply = worker[0].ask(encode_frame((_SELF, None)))
+        return reply[1] if isinstance(reply, tuple) and len(reply) == 2 else None
+
     def module_getattr(name):
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError("module 'erlang' has no attribute %r" % name)
@@ -400,6 +414,7 @@ def _make_erlang_module(channel):
 
     mod.send = send
     mod.call = call
+    mod.self = self_
     mod.__getattr__ = module_getattr
     mod.state_get = state_get
     mod.state_set = lambda key, value: call("_py_state_store", key, value) and None
@@ -544,16 +559,17 @@ class Worker:
                 signal.pthread_sigmask(signal.SIG_BLOCK, _USR1)
             self.running = outer
 
-    def call_erlang(self, name, args):
-        """erlang.call: asks the pool, then serves the frames that come
-        until the reply: requests the Erlang function makes meanwhile (a
-        py:call back, to this same worker) are run here, nested.  SIGUSR1 is
-        held back while it waits, so that an interrupt cannot cut a frame
-        in two; one for this request fires once the reply is in."""
+    def ask(self, question):
+        """Sends a question frame to the pool and returns the Reply of its
+        {'$py_reply', Reply}, serving the frames that come meanwhile:
+        requests the Erlang side makes (a py:call back from the Erlang
+        function, to this same worker) run here, nested.  SIGUSR1 is held
+        back while it waits, so that an interrupt cannot cut a frame in two;
+        one for this request fires once the reply is in."""
         channel = self.channel
         old = signal.pthread_sigmask(signal.SIG_BLOCK, _USR1)
         try:
-            channel.write(encode_frame((_CALL, name, args)))
+            channel.write(question)
             while True:
                 frame = channel.read()
                 if frame is None:  # the pool is gone
@@ -568,7 +584,11 @@ class Worker:
                 channel.write(answer)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        reply = decode(frame)[1]
+        return decode(frame)[1]
+
+    def call_erlang(self, name, args):
+        """erlang.call: the Erlang function's result, or its failure raised."""
+        reply = self.ask(encode_frame((_CALL, name, args)))
         if isinstance(reply, tuple) and len(reply) == 2:
             tag, value = reply
             if tag == OK:
@@ -625,6 +645,9 @@ class Worker:
         raise TypeError("unknown request")
 
     def resolve(self, m, f):
+        # A binary that is no UTF-8 came as bytes: UnicodeDecodeError, as in process.
+        m = m.decode("utf-8") if isinstance(m, bytes) else m
+        f = f.decode("utf-8") if isinstance(f, bytes) else f
         if not isinstance(m, str) or not isinstance(f, str):
             raise TypeError("module and function names must be atoms or binaries")
         for name in (m, f):
@@ -642,8 +665,13 @@ class Worker:
             return self._attrs(obj, rest)
         mod = self.modules.get(m)
         if mod is None:
-            import importlib
-            mod = self.modules[m] = importlib.import_module(m)
+            # As PyImport_Import does it in process; a name with an empty
+            # part (".", "a..b", ".os") names no module (importlib would
+            # take some for relative imports).
+            if not all(m.split(".")):
+                raise ModuleNotFoundError("No module named %r" % m)
+            __import__(m, None, None, ["__doc__"], 0)
+            mod = self.modules[m] = sys.modules[m]
         return self._attrs(mod, f)
 
     @staticmethod
