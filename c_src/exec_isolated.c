@@ -439,20 +439,22 @@ static int recv_frame(iso_ctx_t *c, ErlNifBinary *bin)
     return 0;
 }
 
-/* Whether a frame is {'$py_send', Pid, Msg} (as the worker encodes it). */
-static int is_send(const ErlNifBinary *b)
+/* Whether frame b begins with head: how the worker encodes the tuples it
+ * tags (a tuple of the given arity, then its tag as a small UTF-8 atom). */
+static int begins(const ErlNifBinary *b, const char *head, size_t n)
 {
-    static const unsigned char head[] = {131, 104, 3, 119, 8, '$', 'p', 'y', '_', 's', 'e', 'n', 'd'};
-    return b->size > sizeof head && memcmp(b->data, head, sizeof head) == 0;
+    return b->size > n && memcmp(b->data, head, n) == 0;
 }
+#define FRAME_IS(b, head) begins((b), (head), sizeof(head) - 1)
 
-/* Whether a frame is {'$py_error_raw', ...} (as the worker encodes it). */
-static int is_raw_error(const ErlNifBinary *b)
-{
-    static const unsigned char head[] = {131, 104, 5, 119, 13, '$', 'p', 'y', '_', 'e', 'r',
-                                         'r', 'o', 'r', '_', 'r', 'a', 'w'};
-    return b->size > sizeof head && memcmp(b->data, head, sizeof head) == 0;
-}
+/* {'$py_send', Pid, Msg}: erlang.send. */
+#define IS_SEND(b) FRAME_IS(b, "\203h\003w\010$py_send")
+/* {'$py_call', Name, Args}: erlang.call. */
+#define IS_CALL(b) FRAME_IS(b, "\203h\003w\010$py_call")
+/* {'$py_self', nil}: erlang.self(). */
+#define IS_SELF(b) FRAME_IS(b, "\203h\002w\010$py_self")
+/* {'$py_error_raw', Name, Builtin, Msg, Tb}: a failure. */
+#define IS_RAW_ERROR(b) FRAME_IS(b, "\203h\005w\015$py_error_raw")
 
 /* erlang.send from the worker: delivered at once. */
 static void deliver(const ErlNifBinary *b)
@@ -467,20 +469,6 @@ static void deliver(const ErlNifBinary *b)
         enif_get_tuple(m, t, &arity, &el) && arity == 3 && enif_get_local_pid(m, el[1], &pid))
         enif_send(NULL, &pid, m, el[2]);
     enif_free_env(m);
-}
-
-/* Whether a frame is {'$py_call', Name, Args} (erlang.call in the worker). */
-static int is_call(const ErlNifBinary *b)
-{
-    static const unsigned char head[] = {131, 104, 3, 119, 8, '$', 'p', 'y', '_', 'c', 'a', 'l', 'l'};
-    return b->size > sizeof head && memcmp(b->data, head, sizeof head) == 0;
-}
-
-/* Whether a frame is {'$py_self', nil} (erlang.self() in the worker). */
-static int is_self(const ErlNifBinary *b)
-{
-    static const unsigned char head[] = {131, 104, 2, 119, 8, '$', 'p', 'y', '_', 's', 'e', 'l', 'f'};
-    return b->size > sizeof head && memcmp(b->data, head, sizeof head) == 0;
 }
 
 /* erlang.self(): {'$py_reply', {ok, Pid}} with the pid of the process
@@ -518,13 +506,11 @@ static int serve_call(iso_ctx_t *c, const ErlNifBinary *b)
     outcome = callback ? callback(m, el[1], el[2], &renv, &reply) : PYM_CB_NOT_WORKER;
     if (outcome == PYM_CB_NOT_WORKER)
         enif_free_env(m); /* left to us */
-    if (outcome != PYM_CB_OK) {
-        if (renv)
-            enif_free_env(renv);
+    if (outcome != PYM_CB_OK) { /* renv was not made */
         renv = enif_alloc_env();
-        reply = enif_make_atom(renv, outcome == PYM_CB_CANCELLED  ? "cancelled"
-                                     : outcome == PYM_CB_TOO_DEEP ? "too_deep"
-                                                                  : "not_running");
+        reply = outcome == PYM_CB_CANCELLED  ? ATOMS.cancelled
+                : outcome == PYM_CB_TOO_DEEP ? enif_make_atom(renv, "too_deep")
+                                             : ATOMS.not_running;
     }
     rc = send_frame(c, renv, enif_make_tuple2(renv, ATOMS.py_reply, reply));
     enif_free_env(renv);
@@ -604,19 +590,20 @@ static ERL_NIF_TERM i_run(void *ctx, pyn_job_t *j)
     for (;;) {
         if (recv_frame(c, &bin) != 0)
             return exited(c, env);
-        if (is_send(&bin)) {
+        if (IS_SEND(&bin)) {
             deliver(&bin);
             enif_release_binary(&bin);
             continue;
         }
-        if (is_call(&bin) || is_self(&bin)) {
-            int rc = is_call(&bin) ? serve_call(c, &bin) : answer_self(c, j);
+        int call = IS_CALL(&bin);
+        if (call || IS_SELF(&bin)) { /* answered, then the wait goes on */
+            int rc = call ? serve_call(c, &bin) : answer_self(c, j);
             enif_release_binary(&bin);
             if (rc != 0)
                 return exited(c, env);
             continue;
         }
-        if (!is_raw_error(&bin)) {
+        if (!IS_RAW_ERROR(&bin)) {
             /* The answer is decoded by the caller: this thread is no
              * scheduler, and OTP 25 builds large maps badly (it crashed)
              * outside one.  The frame binary becomes the term: no copy. */

@@ -408,21 +408,35 @@ def _make_erlang_module(channel):
         function.__doc__ = "Calls the Erlang function registered as %r." % name
         return function
 
+    # The shared state, through the functions the pool registers (as the
+    # in-process module's helpers do, py_erlang_mod.c).
     def state_get(key, default=None):
         found, value = call("_py_state_fetch", key)
         return value if found else default
 
-    mod.send = send
-    mod.call = call
+    def state_set(key, value):
+        call("_py_state_store", key, value)
+
+    def state_delete(key):
+        call("_py_state_remove", key)
+
+    def state_keys():
+        return call("_py_state_keys")
+
+    def state_clear():
+        call("_py_state_clear")
+
+    def state_incr(key, amount=1):
+        return call("_py_state_incr", key, amount)
+
+    def state_decr(key, amount=1):
+        return call("_py_state_decr", key, amount)
+
+    for fn in (send, call, state_get, state_set, state_delete, state_keys, state_clear,
+               state_incr, state_decr):
+        setattr(mod, fn.__name__, fn)
     mod.self = self_
     mod.__getattr__ = module_getattr
-    mod.state_get = state_get
-    mod.state_set = lambda key, value: call("_py_state_store", key, value) and None
-    mod.state_delete = lambda key: call("_py_state_remove", key) and None
-    mod.state_keys = lambda: call("_py_state_keys")
-    mod.state_clear = lambda: call("_py_state_clear") and None
-    mod.state_incr = lambda key, amount=1: call("_py_state_incr", key, amount)
-    mod.state_decr = lambda key, amount=1: call("_py_state_decr", key, amount)
     mod._worker = worker
     return mod
 
